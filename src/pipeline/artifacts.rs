@@ -1,0 +1,221 @@
+//! What a job publishes: the Parquet splits and the JSON documents beside
+//! them, and how each is named, typed and checksummed.
+
+use std::collections::BTreeMap;
+
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::preprocessor::ClassToIndex;
+use super::spec::{InputFormat, JobSpec};
+use crate::error::{Error, Result};
+
+pub const MANIFEST: &str = "manifest.json";
+pub const PREPROCESSOR: &str = "preprocessor.json";
+pub const TOKENIZER: &str = "tokenizer.json";
+pub const CLASS_TO_INDEX: &str = "class_to_index.json";
+pub const REPORT: &str = "report.json";
+pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+
+/// Receives a job's artifacts by name (`train/part-00000.parquet`, ...).
+pub trait ArtifactSink: Sync {
+    fn put(&self, name: &str, bytes: Vec<u8>) -> Result<()>;
+}
+
+pub fn content_type(name: &str) -> &'static str {
+    if name.ends_with(".parquet") {
+        "application/vnd.apache.parquet"
+    } else if name.ends_with(".json") {
+        "application/json"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+/// An artifact is a relative path of plain segments: no `..`, no absolute
+/// path, nothing a store could resolve outside a job's prefix.
+pub fn is_valid_artifact_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 256
+        && name.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ArtifactEntry {
+    #[schema(example = "train/part-00000.parquet")]
+    pub name: String,
+    pub bytes: u64,
+    pub sha256: String,
+    pub content_type: String,
+    /// Rows, for Parquet parts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+}
+
+impl ArtifactEntry {
+    pub fn describe(name: &str, bytes: &[u8], rows: Option<u64>) -> Self {
+        Self {
+            name: name.to_string(),
+            bytes: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(bytes)),
+            content_type: content_type(name).to_string(),
+            rows,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SplitCounts {
+    pub train: u64,
+    pub validation: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InputSummary {
+    pub name: String,
+    pub format: InputFormat,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RowCounts {
+    /// Data rows read from the input.
+    pub input: u64,
+    /// Rows left out by `null_labels: "skip"`.
+    pub skipped: u64,
+    pub train: u64,
+    pub validation: u64,
+}
+
+/// `manifest.json`: a pure function of the input bytes and the spec (no
+/// job id, no clock), published last.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub prepd_version: String,
+    pub spec: JobSpec,
+    pub input: InputSummary,
+    pub rows: RowCounts,
+    pub classes: BTreeMap<String, SplitCounts>,
+    pub class_to_index: ClassToIndex,
+    pub tokenizer_sha256: String,
+    pub unicode_version: String,
+    pub artifacts: Vec<ArtifactEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SmallClass {
+    pub label: String,
+    pub rows: u64,
+}
+
+/// `report.json`: what a user should know about the data's quality.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QualityReport {
+    pub rows: RowCounts,
+    /// Positions (1-based data rows) of the first rows with a null label.
+    pub null_label_rows: Vec<u64>,
+    /// Rows whose cleaned text is empty (they encode as `[CLS] [SEP]`).
+    pub empty_cleaned_texts: u64,
+    /// Rows cut to `max_length` tokens.
+    pub truncated_rows: u64,
+    /// Classes too small to leave a row in train after taking
+    /// `ceil(test_size * n)` for validation: kept wholly in train.
+    pub classes_too_small: Vec<SmallClass>,
+    pub classes: BTreeMap<String, SplitCounts>,
+    pub tokens: TokenStats,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TokenStats {
+    pub min: u64,
+    pub max: u64,
+    pub mean: f64,
+}
+
+pub fn to_json_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(Error::internal)?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+/// A processed row, as it goes into a split's Parquet.
+#[derive(Debug, Clone)]
+pub struct ProcessedRow {
+    /// Sort key within the split: `(order hash, position)`.
+    pub order: (u64, u64),
+    pub id: Option<String>,
+    pub text: String,
+    pub ids: Vec<u32>,
+    pub target: i64,
+}
+
+/// How the `id` column is typed in Parquet: integers when every id is one
+/// (as pandas would read the course's CSV), text otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdColumn {
+    Absent,
+    Integer,
+    Text,
+}
+
+/// One Parquet part: `id`, `text`, `ids` (list<int32>), `masks` (list<int8>), `targets` (int64).
+pub fn parquet_part(rows: &[ProcessedRow], id_column: IdColumn) -> Result<Vec<u8>> {
+    let tokens: usize = rows.iter().map(|r| r.ids.len()).sum();
+    let mut ids = ListPrimitiveChunkedBuilder::<Int32Type>::new("ids".into(), rows.len(), tokens, DataType::Int32);
+    let mut masks = ListPrimitiveChunkedBuilder::<Int8Type>::new("masks".into(), rows.len(), tokens, DataType::Int8);
+    let mut row_ids: Vec<i32> = Vec::new();
+    let mut ones: Vec<i8> = Vec::new();
+    for row in rows {
+        row_ids.clear();
+        row_ids.extend(row.ids.iter().map(|&id| id as i32));
+        ids.append_slice(&row_ids);
+        ones.resize(row.ids.len(), 1);
+        masks.append_slice(&ones[..row.ids.len()]);
+    }
+    let mut columns: Vec<Column> = Vec::with_capacity(5);
+    match id_column {
+        IdColumn::Absent => {}
+        IdColumn::Integer => {
+            let values: Vec<Option<i64>> =
+                rows.iter().map(|r| r.id.as_deref().and_then(|s| s.trim().parse().ok())).collect();
+            columns.push(Column::new("id".into(), values));
+        }
+        IdColumn::Text => {
+            let values: Vec<Option<&str>> = rows.iter().map(|r| r.id.as_deref()).collect();
+            columns.push(Column::new("id".into(), values));
+        }
+    }
+    let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
+    columns.push(Column::new("text".into(), texts));
+    columns.push(ids.finish().into_series().into());
+    columns.push(masks.finish().into_series().into());
+    let targets: Vec<i64> = rows.iter().map(|r| r.target).collect();
+    columns.push(Column::new("targets".into(), targets));
+    let mut frame = DataFrame::new(rows.len(), columns)?;
+    let mut bytes = Vec::new();
+    ParquetWriter::new(&mut bytes).finish(&mut frame)?;
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_names_stay_inside_the_job() {
+        assert!(is_valid_artifact_name("train/part-00000.parquet"));
+        assert!(is_valid_artifact_name("manifest.json"));
+        for bad in ["", "../x", "train/../../x", "/etc/passwd", "a//b", "a/./b", "a\\b"] {
+            assert!(!is_valid_artifact_name(bad), "{bad}");
+        }
+    }
+}

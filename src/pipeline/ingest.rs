@@ -1,0 +1,533 @@
+//! Reading a dataset as a stream of row batches, whatever its format, with
+//! errors that name the row or column.
+//!
+//! CSV is cut into chunks at record boundaries (a newline outside quotes)
+//! and each chunk is parsed by polars with every column as a string, so
+//! types cannot change from one chunk to the next. Parquet is read in row
+//! slices; JSON Lines line by line.
+
+use std::io::{BufRead, BufReader, Cursor, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use polars::prelude::*;
+
+use super::spec::{InputFormat, JobSpec};
+use crate::error::{Error, InputLocation, Result};
+
+/// A dataset that can be read from the start as often as a job needs.
+pub trait InputSource: Send + Sync {
+    /// The file name, which may name the format.
+    fn name(&self) -> &str;
+    fn open(&self) -> Result<Box<dyn Read + Send>>;
+    /// A local file holding the input, for formats read by random access.
+    fn local_file(&self) -> Result<PathBuf>;
+}
+
+/// Rows `first_position..first_position + len()` of the input, reduced to
+/// what the pipeline needs.
+#[derive(Debug, Clone, Default)]
+pub struct RowBatch {
+    /// 0-based position of the first row in the input.
+    pub first_position: u64,
+    /// The text columns joined by one space (a null field counts as empty).
+    pub texts: Vec<String>,
+    pub labels: Vec<Option<String>>,
+    pub ids: Option<Vec<Option<String>>>,
+    pub split_keys: Option<Vec<Option<String>>>,
+}
+
+impl RowBatch {
+    pub fn len(&self) -> usize {
+        self.texts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.texts.is_empty()
+    }
+}
+
+/// The input's columns the job reads, checked against what the input has.
+#[derive(Debug, Clone)]
+pub struct ColumnPlan {
+    pub text: Vec<String>,
+    pub label: String,
+    pub id: Option<String>,
+    pub split_key: Option<String>,
+}
+
+impl ColumnPlan {
+    fn resolve(spec: &JobSpec, available: &[String]) -> Result<Self> {
+        let has = |name: &str| available.iter().any(|c| c == name);
+        let require = |name: &str| {
+            if has(name) {
+                Ok(name.to_string())
+            } else {
+                Err(Error::bad_input(
+                    InputLocation::column(name),
+                    format!("no such column; the input has {}", quote_list(available)),
+                ))
+            }
+        };
+        let text = spec.text_columns.iter().map(|c| require(c)).collect::<Result<Vec<_>>>()?;
+        let label = require(&spec.label_column)?;
+        let id = match &spec.id_column {
+            Some(column) => Some(require(column)?),
+            None => has("id").then(|| "id".to_string()),
+        };
+        let split_key = spec.split_key.as_deref().map(require).transpose()?;
+        Ok(Self { text, label, id, split_key })
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut names = self.text.clone();
+        names.push(self.label.clone());
+        names.extend(self.id.iter().cloned());
+        names.extend(self.split_key.iter().cloned());
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+fn quote_list(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+pub type BatchStream = Box<dyn Iterator<Item = Result<RowBatch>> + Send>;
+
+/// An input opened for one pass.
+pub struct OpenedInput {
+    pub columns: ColumnPlan,
+    pub batches: BatchStream,
+}
+
+/// Opens `source` for one pass over its rows in batches of about `batch_rows`.
+pub fn open(source: &dyn InputSource, spec: &JobSpec, batch_rows: usize) -> Result<OpenedInput> {
+    let format = InputFormat::resolve(spec.format, source.name())?;
+    match format {
+        InputFormat::Csv => open_csv(source.open()?, spec, batch_rows),
+        InputFormat::Parquet => open_parquet(source.local_file()?, spec, batch_rows),
+        InputFormat::Jsonl => open_jsonl(source.open()?, spec, batch_rows),
+    }
+}
+
+// ---------------------------------------------------------------- CSV
+
+/// Bytes of CSV aimed for in one chunk; a chunk always ends on a record.
+const CSV_CHUNK_BYTES: usize = 4 << 20;
+const READ_BLOCK: usize = 1 << 20;
+
+/// Cuts a CSV byte stream into runs of whole records. RFC 4180 quoting is
+/// tracked by parity: every `"` toggles, and a doubled `""` toggles twice.
+struct CsvRecordChunker<R> {
+    reader: R,
+    pending: Vec<u8>,
+    scanned: usize,
+    in_quotes: bool,
+    /// Ends (exclusive) of the complete records in `pending`.
+    record_ends: Vec<usize>,
+    /// Records (header included) handed out before `pending`.
+    records_before: u64,
+    eof: bool,
+    target_bytes: usize,
+}
+
+impl<R: Read> CsvRecordChunker<R> {
+    fn new(reader: R, target_bytes: usize) -> Self {
+        Self {
+            reader,
+            pending: Vec::new(),
+            scanned: 0,
+            in_quotes: false,
+            record_ends: Vec::new(),
+            records_before: 0,
+            eof: false,
+            target_bytes,
+        }
+    }
+
+    fn scan(&mut self) {
+        for (offset, &byte) in self.pending[self.scanned..].iter().enumerate() {
+            match byte {
+                b'"' => self.in_quotes = !self.in_quotes,
+                b'\n' if !self.in_quotes => self.record_ends.push(self.scanned + offset + 1),
+                _ => {}
+            }
+        }
+        self.scanned = self.pending.len();
+    }
+
+    /// Hands out the first `records` complete records of `pending`.
+    fn take_records(&mut self, records: usize) -> (Vec<u8>, u64) {
+        let end = self.record_ends[records - 1];
+        let rest = self.pending.split_off(end);
+        let chunk = std::mem::replace(&mut self.pending, rest);
+        self.record_ends.drain(..records);
+        self.record_ends.iter_mut().for_each(|e| *e -= end);
+        self.scanned -= end;
+        let first = self.records_before;
+        self.records_before += records as u64;
+        (chunk, first)
+    }
+
+    /// The next run of whole records (at most `max_records`) and the number
+    /// of records before it (header included), or `None` at the end.
+    fn next_chunk(&mut self, max_records: usize) -> Result<Option<(Vec<u8>, u64)>> {
+        loop {
+            let complete = self.record_ends.len();
+            if complete >= max_records {
+                return Ok(Some(self.take_records(max_records)));
+            }
+            if complete > 0 && self.pending.len() >= self.target_bytes {
+                return Ok(Some(self.take_records(complete)));
+            }
+            if self.eof {
+                if self.in_quotes {
+                    let row = (self.records_before + complete as u64).max(1);
+                    return Err(Error::bad_input(InputLocation::row(row), "unterminated quoted field"));
+                }
+                if complete > 0 {
+                    return Ok(Some(self.take_records(complete)));
+                }
+                if self.pending.iter().all(|b| b.is_ascii_whitespace()) {
+                    return Ok(None);
+                }
+                // A last record without a final newline.
+                let chunk = std::mem::take(&mut self.pending);
+                let first = self.records_before;
+                self.records_before += 1;
+                self.scanned = 0;
+                return Ok(Some((chunk, first)));
+            }
+            let start = self.pending.len();
+            self.pending.resize(start + READ_BLOCK, 0);
+            let n = read_fully(&mut self.reader, &mut self.pending[start..])?;
+            self.pending.truncate(start + n);
+            if n == 0 {
+                self.eof = true;
+            }
+            self.scan();
+        }
+    }
+}
+
+fn read_fully(reader: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(filled)
+}
+
+/// Checks UTF-8, naming the data row (1-based, header not counted) of the first bad byte.
+fn check_utf8(chunk: &[u8], records_before: u64) -> Result<()> {
+    if let Err(e) = std::str::from_utf8(chunk) {
+        let valid = &chunk[..e.valid_up_to()];
+        let mut in_quotes = false;
+        let mut records = 0u64;
+        for &b in valid {
+            match b {
+                b'"' => in_quotes = !in_quotes,
+                b'\n' if !in_quotes => records += 1,
+                _ => {}
+            }
+        }
+        let row = (records_before + records).max(1);
+        return Err(Error::bad_input(InputLocation::row(row), "invalid UTF-8"));
+    }
+    Ok(())
+}
+
+fn open_csv(reader: Box<dyn Read + Send>, spec: &JobSpec, batch_rows: usize) -> Result<OpenedInput> {
+    let mut chunker = CsvRecordChunker::new(reader, CSV_CHUNK_BYTES);
+    let Some((header, _)) = chunker.next_chunk(1)? else {
+        return Err(Error::bad_input(InputLocation::default(), "the file is empty"));
+    };
+    check_utf8(&header, 0)?;
+    let header = header.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(&header).to_vec();
+    let header_frame = CsvReadOptions::default()
+        .with_has_header(true)
+        .with_infer_schema_length(Some(0))
+        .into_reader_with_file_handle(Cursor::new(header))
+        .finish()
+        .map_err(|e| Error::bad_input(InputLocation::row(0), format!("unreadable header: {e}")))?;
+    let names: Vec<String> = header_frame.get_column_names().iter().map(|n| n.to_string()).collect();
+    let columns = ColumnPlan::resolve(spec, &names)?;
+    let schema: SchemaRef = Arc::new(names.iter().map(|n| Field::new(n.as_str().into(), DataType::String)).collect());
+    let plan = columns.clone();
+    let mut next_position = 0u64;
+    let mut done = false;
+    let batches = std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let result = (|| {
+            let Some((chunk, records_before)) = chunker.next_chunk(batch_rows.max(1))? else {
+                return Ok(None);
+            };
+            check_utf8(&chunk, records_before)?;
+            let first_row = records_before.max(1);
+            let frame = CsvReadOptions::default()
+                .with_has_header(false)
+                .with_schema(Some(schema.clone()))
+                .into_reader_with_file_handle(Cursor::new(chunk))
+                .finish()
+                .map_err(|e| {
+                    Error::bad_input(InputLocation::row(first_row), format!("malformed CSV at or after this row: {e}"))
+                })?;
+            let batch = batch_from_frame(&frame, &plan, next_position)?;
+            next_position += batch.len() as u64;
+            Ok(Some(batch))
+        })();
+        match result {
+            Ok(Some(batch)) => Some(Ok(batch)),
+            Ok(None) => None,
+            Err(e) => {
+                done = true;
+                Some(Err(e))
+            }
+        }
+    });
+    Ok(OpenedInput { columns, batches: Box::new(batches) })
+}
+
+fn string_column(frame: &DataFrame, name: &str, first_position: u64) -> Result<Vec<Option<String>>> {
+    let column = frame.column(name).map_err(|e| Error::bad_input(InputLocation::column(name), e.to_string()))?;
+    let as_text = column.cast(&DataType::String).map_err(|e| {
+        Error::bad_input(
+            InputLocation::cell(first_position + 1, name),
+            format!("cannot read {} as text: {e}", column.dtype()),
+        )
+    })?;
+    let values = as_text.str().map_err(Error::internal)?;
+    Ok(values.iter().map(|v| v.map(str::to_owned)).collect())
+}
+
+fn batch_from_frame(frame: &DataFrame, plan: &ColumnPlan, first_position: u64) -> Result<RowBatch> {
+    let text_parts = plan.text.iter().map(|c| string_column(frame, c, first_position)).collect::<Result<Vec<_>>>()?;
+    let rows = frame.height();
+    let texts = (0..rows).map(|row| join_text(text_parts.iter().map(|part| part[row].as_deref()))).collect();
+    Ok(RowBatch {
+        first_position,
+        texts,
+        labels: string_column(frame, &plan.label, first_position)?,
+        ids: plan.id.as_deref().map(|c| string_column(frame, c, first_position)).transpose()?,
+        split_keys: plan.split_key.as_deref().map(|c| string_column(frame, c, first_position)).transpose()?,
+    })
+}
+
+/// The reference's `title + " " + description`, over any number of columns;
+/// a null field counts as empty text.
+pub fn join_text<'a>(fields: impl Iterator<Item = Option<&'a str>>) -> String {
+    let mut text = String::new();
+    for (n, field) in fields.enumerate() {
+        if n > 0 {
+            text.push(' ');
+        }
+        text.push_str(field.unwrap_or(""));
+    }
+    text
+}
+
+// ---------------------------------------------------------------- Parquet
+
+fn open_parquet(path: PathBuf, spec: &JobSpec, batch_rows: usize) -> Result<OpenedInput> {
+    let not_parquet =
+        |e: PolarsError| Error::bad_input(InputLocation::default(), format!("not a readable Parquet file: {e}"));
+    let file = std::fs::File::open(&path)?;
+    let mut reader = ParquetReader::new(file);
+    let schema = reader.schema().map_err(not_parquet)?;
+    let names: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
+    let total_rows = reader.num_rows().map_err(not_parquet)? as u64;
+    let columns = ColumnPlan::resolve(spec, &names)?;
+    let plan = columns.clone();
+    let wanted = plan.names();
+    let batch_rows = batch_rows.max(1) as u64;
+    let batches = (0..total_rows.div_ceil(batch_rows)).map(move |n| {
+        let first = n * batch_rows;
+        let len = batch_rows.min(total_rows - first);
+        let frame = ParquetReader::new(std::fs::File::open(&path)?)
+            .with_columns(Some(wanted.clone()))
+            .with_slice(Some((first as usize, len as usize)))
+            .finish()
+            .map_err(|e| Error::bad_input(InputLocation::row(first + 1), format!("unreadable Parquet: {e}")))?;
+        batch_from_frame(&frame, &plan, first)
+    });
+    Ok(OpenedInput { columns, batches: Box::new(batches) })
+}
+
+// ---------------------------------------------------------------- JSON Lines
+
+fn json_field_text(value: Option<&serde_json::Value>) -> Option<String> {
+    match value? {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+fn open_jsonl(reader: Box<dyn Read + Send>, spec: &JobSpec, batch_rows: usize) -> Result<OpenedInput> {
+    let mut lines = BufReader::with_capacity(READ_BLOCK, reader);
+    let mut line_number = 0u64;
+    // The first object names the columns the job can count on.
+    let mut first_line = String::new();
+    let first = loop {
+        first_line.clear();
+        match lines.read_line(&mut first_line) {
+            Ok(0) => return Err(Error::bad_input(InputLocation::default(), "the file is empty")),
+            Ok(_) => {
+                line_number += 1;
+                if !first_line.trim().is_empty() {
+                    break parse_json_line(&first_line, line_number)?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(Error::bad_input(InputLocation::row(line_number + 1), "invalid UTF-8"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let names: Vec<String> = first.keys().cloned().collect();
+    let columns = ColumnPlan::resolve(spec, &names)?;
+    let plan = columns.clone();
+    let mut pending = Some(first);
+    let mut next_position = 0u64;
+    let mut failed = false;
+    let batches = std::iter::from_fn(move || {
+        if failed {
+            return None;
+        }
+        let mut batch = RowBatch {
+            first_position: next_position,
+            ids: plan.id.as_ref().map(|_| Vec::new()),
+            split_keys: plan.split_key.as_ref().map(|_| Vec::new()),
+            ..RowBatch::default()
+        };
+        let mut line = String::new();
+        while batch.len() < batch_rows {
+            let object = match pending.take() {
+                Some(object) => object,
+                None => {
+                    line.clear();
+                    match lines.read_line(&mut line) {
+                        Ok(0) => break,
+                        Ok(_) => {
+                            line_number += 1;
+                            if line.trim().is_empty() {
+                                continue;
+                            }
+                            match parse_json_line(&line, line_number) {
+                                Ok(object) => object,
+                                Err(e) => {
+                                    failed = true;
+                                    return Some(Err(e));
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            failed = true;
+                            let err = if e.kind() == std::io::ErrorKind::InvalidData {
+                                Error::bad_input(InputLocation::row(line_number + 1), "invalid UTF-8")
+                            } else {
+                                e.into()
+                            };
+                            return Some(Err(err));
+                        }
+                    }
+                }
+            };
+            let texts: Vec<Option<String>> = plan.text.iter().map(|c| json_field_text(object.get(c))).collect();
+            batch.texts.push(join_text(texts.iter().map(Option::as_deref)));
+            batch.labels.push(json_field_text(object.get(&plan.label)));
+            if let (Some(ids), Some(c)) = (batch.ids.as_mut(), plan.id.as_ref()) {
+                ids.push(json_field_text(object.get(c)));
+            }
+            if let (Some(keys), Some(c)) = (batch.split_keys.as_mut(), plan.split_key.as_ref()) {
+                keys.push(json_field_text(object.get(c)));
+            }
+        }
+        next_position += batch.len() as u64;
+        (!batch.is_empty()).then_some(Ok(batch))
+    });
+    Ok(OpenedInput { columns, batches: Box::new(batches) })
+}
+
+fn parse_json_line(line: &str, line_number: u64) -> Result<serde_json::Map<String, serde_json::Value>> {
+    match serde_json::from_str(line) {
+        Ok(serde_json::Value::Object(object)) => Ok(object),
+        Ok(_) => Err(Error::bad_input(InputLocation::row(line_number), "a line must be a JSON object")),
+        Err(e) => Err(Error::bad_input(InputLocation::row(line_number), format!("malformed JSON: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Bytes(Vec<u8>, &'static str);
+
+    impl InputSource for Bytes {
+        fn name(&self) -> &str {
+            self.1
+        }
+        fn open(&self) -> Result<Box<dyn Read + Send>> {
+            Ok(Box::new(Cursor::new(self.0.clone())))
+        }
+        fn local_file(&self) -> Result<PathBuf> {
+            unreachable!()
+        }
+    }
+
+    fn read_all(data: &str, name: &'static str, batch_rows: usize) -> Result<Vec<RowBatch>> {
+        let source = Bytes(data.as_bytes().to_vec(), name);
+        open(&source, &JobSpec::default(), batch_rows)?.batches.collect()
+    }
+
+    const CSV: &str = "id,title,description,tag\n1,A,\"multi\nline, with \"\"quotes\"\"\",x\n2,B,,y\n3,C,d,\n";
+
+    #[test]
+    fn csv_with_quoted_newlines_reads_at_any_batch_size() {
+        for batch_rows in [1, 2, 100] {
+            let batches = read_all(CSV, "d.csv", batch_rows).unwrap();
+            let texts: Vec<String> = batches.iter().flat_map(|b| b.texts.clone()).collect();
+            assert_eq!(texts, ["A multi\nline, with \"quotes\"", "B ", "C d"], "batch_rows {batch_rows}");
+            let labels: Vec<Option<String>> = batches.iter().flat_map(|b| b.labels.clone()).collect();
+            assert_eq!(labels, [Some("x".into()), Some("y".into()), None]);
+            let positions: Vec<u64> = batches.iter().map(|b| b.first_position).collect();
+            assert_eq!(positions[0], 0);
+        }
+    }
+
+    #[test]
+    fn csv_errors_name_the_place() {
+        let err = read_all("id,title,description,tag\n1,a,\"open,x\n", "d.csv", 10).unwrap_err();
+        assert!(matches!(err, Error::BadInput { location: InputLocation { row: Some(1), .. }, .. }), "{err:?}");
+        let err = read_all("id,title,tag\n1,a,x\n", "d.csv", 10).unwrap_err();
+        assert!(
+            matches!(&err, Error::BadInput { location, .. } if location.column.as_deref() == Some("description")),
+            "{err:?}"
+        );
+        let err = read_all("", "d.csv", 10).unwrap_err();
+        assert!(matches!(err, Error::BadInput { .. }));
+        let bad = Bytes(b"id,title,description,tag\n1,a,b,x\n2,\xff,b,x\n".to_vec(), "d.csv");
+        let err = open(&bad, &JobSpec::default(), 10).unwrap().batches.collect::<Result<Vec<_>>>().unwrap_err();
+        assert!(matches!(err, Error::BadInput { location: InputLocation { row: Some(2), .. }, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn jsonl_reads_and_names_bad_lines() {
+        let data = "{\"title\":\"a\",\"description\":null,\"tag\":\"x\"}\n\n{\"title\":\"b\",\"description\":\"c\",\"tag\":1}\n";
+        let batches = read_all(data, "d.jsonl", 10).unwrap();
+        assert_eq!(batches[0].texts, ["a ", "b c"]);
+        assert_eq!(batches[0].labels, [Some("x".into()), Some("1".into())]);
+        let err = read_all("{\"title\":\"a\",\"description\":\"\",\"tag\":\"x\"}\n{oops\n", "d.jsonl", 10).unwrap_err();
+        assert!(matches!(err, Error::BadInput { location: InputLocation { row: Some(2), .. }, .. }), "{err:?}");
+    }
+}

@@ -1,0 +1,14 @@
+//! The domain: synchronous and free of HTTP. Spec, ingest, split, clean,
+//! tokenize, the fitted preprocessor, artifact writers and the job runner.
+
+pub mod artifacts;
+pub mod clean;
+pub mod ingest;
+pub mod preprocessor;
+pub mod pyunicode;
+pub mod runner;
+pub mod spec;
+pub mod split;
+pub mod tokenize;
+mod unicode_tables;
+pub mod wordpiece_trainer;

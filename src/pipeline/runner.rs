@@ -1,0 +1,441 @@
+//! One job, start to end: scan the input (labels, split keys, checksum),
+//! decide the stratified split, fit the class mapping (and the tokenizer if
+//! asked), clean and tokenize every row on the worker pool, write the
+//! splits, then the documents, the manifest last.
+//!
+//! Synchronous and free of I/O other than the input source and the
+//! artifact sink it is given.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::artifacts::*;
+use super::clean::{CleaningConfig, TextCleaner, default_stopwords};
+use super::ingest::{self, InputSource, RowBatch};
+use super::preprocessor::{ClassToIndex, FittedPreprocessor};
+use super::pyunicode::UNICODE_VERSION;
+use super::spec::{InputFormat, JobSpec, NullLabelPolicy, TokenizerSpec};
+use super::split::{ClassSplit, RowKey, membership_hash, order_hash};
+use super::tokenize::WordPieceTokenizer;
+use crate::error::{Error, InputLocation, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Queued,
+    Ingest,
+    Split,
+    Fit,
+    Process,
+    Write,
+    Done,
+}
+
+/// How a running job reports and is stopped.
+pub trait JobObserver: Sync {
+    fn stage(&self, stage: Stage);
+    fn progress(&self, rows_done: u64, rows_total: u64);
+    fn is_cancelled(&self) -> bool;
+}
+
+/// The tokenizer a job starts with: loaded already, or to train.
+pub enum TokenizerPlan {
+    Ready(WordPieceTokenizer),
+    Train { vocab_size: usize },
+}
+
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Rows per batch handed to a worker.
+    pub batch_rows: usize,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        Self { batch_rows: 8192 }
+    }
+}
+
+pub struct JobOutcome {
+    pub manifest: Manifest,
+    pub report: QualityReport,
+}
+
+const NULL_LABEL_SAMPLE: usize = 20;
+
+/// What the first pass learns about every row.
+struct Scan {
+    input: InputSummary,
+    /// Provisional class number of each row, `SKIPPED` for a null label.
+    class_of: Vec<u32>,
+    membership: Vec<u64>,
+    labels: Vec<String>,
+    null_label_rows: Vec<u64>,
+    skipped: u64,
+    id_column: IdColumn,
+}
+
+const SKIPPED: u32 = u32::MAX;
+
+fn row_key<'a>(batch: &'a RowBatch, i: usize) -> RowKey<'a> {
+    match &batch.split_keys {
+        Some(keys) => RowKey::Value(keys[i].as_deref().unwrap_or("")),
+        None => RowKey::Position(batch.first_position + i as u64),
+    }
+}
+
+fn check_cancel(observer: &dyn JobObserver) -> Result<()> {
+    if observer.is_cancelled() { Err(Error::Cancelled) } else { Ok(()) }
+}
+
+fn input_summary(source: &dyn InputSource, format: InputFormat, observer: &dyn JobObserver) -> Result<InputSummary> {
+    let mut reader = source.open()?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+        if bytes % (256 << 20) < n as u64 {
+            check_cancel(observer)?;
+        }
+    }
+    Ok(InputSummary { name: source.name().to_string(), format, bytes, sha256: hex::encode(hasher.finalize()) })
+}
+
+fn scan(spec: &JobSpec, source: &dyn InputSource, settings: &RunSettings, observer: &dyn JobObserver) -> Result<Scan> {
+    let format = InputFormat::resolve(spec.format, source.name())?;
+    let input = input_summary(source, format, observer)?;
+    let opened = ingest::open(source, spec, settings.batch_rows)?;
+    let mut scan = Scan {
+        input,
+        class_of: Vec::new(),
+        membership: Vec::new(),
+        labels: Vec::new(),
+        null_label_rows: Vec::new(),
+        skipped: 0,
+        id_column: if opened.columns.id.is_some() { IdColumn::Integer } else { IdColumn::Absent },
+    };
+    let mut class_numbers: HashMap<String, u32> = HashMap::new();
+    for batch in opened.batches {
+        let batch = batch?;
+        check_cancel(observer)?;
+        for (i, label) in batch.labels.iter().enumerate() {
+            let position = batch.first_position + i as u64;
+            let class = match label.as_deref() {
+                Some(label) if !label.is_empty() => {
+                    let next = class_numbers.len() as u32;
+                    *class_numbers.entry(label.to_string()).or_insert_with(|| {
+                        scan.labels.push(label.to_string());
+                        next
+                    })
+                }
+                _ => {
+                    if spec.null_labels == NullLabelPolicy::Error {
+                        return Err(Error::bad_input(
+                            InputLocation::cell(position + 1, &spec.label_column),
+                            "null or empty label (set \"null_labels\": \"skip\" to leave such rows out)",
+                        ));
+                    }
+                    if scan.null_label_rows.len() < NULL_LABEL_SAMPLE {
+                        scan.null_label_rows.push(position + 1);
+                    }
+                    scan.skipped += 1;
+                    SKIPPED
+                }
+            };
+            scan.class_of.push(class);
+            scan.membership.push(membership_hash(spec.seed, row_key(&batch, i)));
+        }
+        if let Some(ids) = &batch.ids {
+            let all_integers = ids.iter().flatten().all(|id| id.trim().parse::<i64>().is_ok());
+            if !all_integers {
+                scan.id_column = IdColumn::Text;
+            }
+        }
+    }
+    if scan.class_of.is_empty() {
+        return Err(Error::bad_input(InputLocation::default(), "the input has a header but no data rows"));
+    }
+    if scan.labels.is_empty() {
+        return Err(Error::bad_input(InputLocation::column(&spec.label_column), "every label is null"));
+    }
+    Ok(scan)
+}
+
+/// Which rows go to validation, per class, and the class mapping.
+struct SplitPlan {
+    by_class: Vec<ClassSplit>,
+    /// Index of each provisional class in the sorted class mapping.
+    target_of_class: Vec<i64>,
+    class_to_index: ClassToIndex,
+}
+
+impl SplitPlan {
+    fn fit(scan: &Scan, test_size: f64) -> Self {
+        let mut members: Vec<Vec<(u64, u64)>> = vec![Vec::new(); scan.labels.len()];
+        for (position, (&class, &hash)) in scan.class_of.iter().zip(&scan.membership).enumerate() {
+            if class != SKIPPED {
+                members[class as usize].push((hash, position as u64));
+            }
+        }
+        let by_class = members.into_iter().map(|m| ClassSplit::fit(m, test_size)).collect();
+        // Every class keeps at least one train row, so the train split's
+        // labels are all the labels.
+        let mut sorted = scan.labels.clone();
+        sorted.sort();
+        let class_to_index: ClassToIndex = sorted.iter().enumerate().map(|(i, l)| (l.clone(), i as i64)).collect();
+        let target_of_class = scan.labels.iter().map(|l| class_to_index[l]).collect();
+        Self { by_class, target_of_class, class_to_index }
+    }
+
+    fn is_validation(&self, scan: &Scan, position: u64) -> Option<bool> {
+        let class = scan.class_of[position as usize];
+        (class != SKIPPED)
+            .then(|| self.by_class[class as usize].is_validation(scan.membership[position as usize], position))
+    }
+}
+
+pub fn run(
+    spec: &JobSpec,
+    source: &dyn InputSource,
+    tokenizer: TokenizerPlan,
+    sink: &dyn ArtifactSink,
+    observer: &dyn JobObserver,
+    pool: &rayon::ThreadPool,
+    settings: &RunSettings,
+) -> Result<JobOutcome> {
+    spec.validate()?;
+    observer.stage(Stage::Ingest);
+    let scan = scan(spec, source, settings, observer)?;
+    let rows_total = scan.class_of.len() as u64 - scan.skipped;
+    observer.progress(0, rows_total);
+
+    observer.stage(Stage::Split);
+    let plan = SplitPlan::fit(&scan, spec.test_size);
+
+    observer.stage(Stage::Fit);
+    let cleaning = CleaningConfig {
+        enabled: spec.cleaning.enabled,
+        stopwords: spec.cleaning.stopwords.clone().unwrap_or_else(default_stopwords),
+    };
+    let (tokenizer, tokenizer_source) = match tokenizer {
+        TokenizerPlan::Ready(tokenizer) => (tokenizer, spec.tokenizer.clone()),
+        TokenizerPlan::Train { vocab_size } => {
+            let trained = train_tokenizer(spec, source, settings, &scan, &plan, &cleaning, vocab_size)?;
+            let source = TokenizerSpec::Train { vocab_size };
+            (trained, source)
+        }
+    };
+    let preprocessor = FittedPreprocessor::fit(
+        spec.text_columns.clone(),
+        spec.label_column.clone(),
+        cleaning,
+        plan.class_to_index.clone(),
+        tokenizer_source,
+        tokenizer,
+        spec.max_length,
+    )?;
+
+    observer.stage(Stage::Process);
+    let processed = process(spec, source, settings, &scan, &plan, &preprocessor, observer, pool, rows_total)?;
+
+    observer.stage(Stage::Write);
+    check_cancel(observer)?;
+    let outcome = write(spec, scan, plan, preprocessor, processed, sink)?;
+    observer.stage(Stage::Done);
+    Ok(outcome)
+}
+
+fn train_tokenizer(
+    spec: &JobSpec,
+    source: &dyn InputSource,
+    settings: &RunSettings,
+    scan: &Scan,
+    plan: &SplitPlan,
+    cleaning: &CleaningConfig,
+    vocab_size: usize,
+) -> Result<WordPieceTokenizer> {
+    let cleaner = TextCleaner::new(cleaning.clone());
+    let opened = ingest::open(source, spec, settings.batch_rows)?;
+    let failure: Mutex<Option<Error>> = Mutex::new(None);
+    let texts = opened.batches.map_while(|batch| match batch {
+        Ok(batch) => Some(batch),
+        Err(e) => {
+            *failure.lock().unwrap() = Some(e);
+            None
+        }
+    });
+    let train_texts = texts.flat_map(|batch| {
+        let first = batch.first_position;
+        batch
+            .texts
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| plan.is_validation(scan, first + *i as u64) == Some(false))
+            .map(|(_, text)| cleaner.clean(&text))
+            .collect::<Vec<_>>()
+    });
+    let trained = WordPieceTokenizer::train(train_texts, vocab_size);
+    if let Some(e) = failure.into_inner().unwrap() {
+        return Err(e);
+    }
+    trained
+}
+
+struct Processed {
+    train: Vec<ProcessedRow>,
+    validation: Vec<ProcessedRow>,
+    empty_cleaned_texts: u64,
+    truncated_rows: u64,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn process(
+    spec: &JobSpec,
+    source: &dyn InputSource,
+    settings: &RunSettings,
+    scan: &Scan,
+    plan: &SplitPlan,
+    preprocessor: &FittedPreprocessor,
+    observer: &dyn JobObserver,
+    pool: &rayon::ThreadPool,
+    rows_total: u64,
+) -> Result<Processed> {
+    let opened = ingest::open(source, spec, settings.batch_rows)?;
+    let train = Mutex::new(Vec::new());
+    let validation = Mutex::new(Vec::new());
+    let rows_done = AtomicU64::new(0);
+    let empty = AtomicU64::new(0);
+    let truncated = AtomicU64::new(0);
+    pool.install(|| {
+        opened.batches.par_bridge().try_for_each(|batch| -> Result<()> {
+            let batch = batch?;
+            check_cancel(observer)?;
+            let mut train_rows = Vec::with_capacity(batch.len());
+            let mut validation_rows = Vec::new();
+            for (i, text) in batch.texts.iter().enumerate() {
+                let position = batch.first_position + i as u64;
+                let Some(is_validation) = plan.is_validation(scan, position) else { continue };
+                let encoded = preprocessor.encode_text(text)?;
+                if encoded.cleaned.is_empty() {
+                    empty.fetch_add(1, Ordering::Relaxed);
+                }
+                if encoded.truncated {
+                    truncated.fetch_add(1, Ordering::Relaxed);
+                }
+                let class = scan.class_of[position as usize];
+                let row = ProcessedRow {
+                    order: (order_hash(spec.seed, row_key(&batch, i)), position),
+                    id: batch.ids.as_ref().and_then(|ids| ids[i].clone()),
+                    text: encoded.cleaned,
+                    ids: encoded.ids,
+                    target: plan.target_of_class[class as usize],
+                };
+                if is_validation { validation_rows.push(row) } else { train_rows.push(row) }
+            }
+            let done = rows_done.fetch_add((train_rows.len() + validation_rows.len()) as u64, Ordering::Relaxed)
+                + (train_rows.len() + validation_rows.len()) as u64;
+            train.lock().unwrap().append(&mut train_rows);
+            validation.lock().unwrap().append(&mut validation_rows);
+            observer.progress(done, rows_total);
+            Ok(())
+        })
+    })?;
+    Ok(Processed {
+        train: train.into_inner().unwrap(),
+        validation: validation.into_inner().unwrap(),
+        empty_cleaned_texts: empty.into_inner(),
+        truncated_rows: truncated.into_inner(),
+    })
+}
+
+fn write(
+    spec: &JobSpec,
+    scan: Scan,
+    plan: SplitPlan,
+    preprocessor: FittedPreprocessor,
+    mut processed: Processed,
+    sink: &dyn ArtifactSink,
+) -> Result<JobOutcome> {
+    let mut artifacts = Vec::new();
+    let mut put = |name: &str, bytes: Vec<u8>, rows: Option<u64>| -> Result<()> {
+        artifacts.push(ArtifactEntry::describe(name, &bytes, rows));
+        sink.put(name, bytes)
+    };
+    for (split, rows) in [("train", &mut processed.train), ("val", &mut processed.validation)] {
+        rows.par_sort_unstable_by_key(|r| r.order);
+        let parts: Vec<&[ProcessedRow]> =
+            if rows.is_empty() { vec![&[]] } else { rows.chunks(spec.rows_per_part).collect() };
+        for (n, part) in parts.into_iter().enumerate() {
+            let bytes = parquet_part(part, scan.id_column)?;
+            put(&format!("{split}/part-{n:05}.parquet"), bytes, Some(part.len() as u64))?;
+        }
+    }
+
+    let mut classes: BTreeMap<String, SplitCounts> = BTreeMap::new();
+    let mut too_small = Vec::new();
+    for (class, split) in plan.by_class.iter().enumerate() {
+        let label = scan.labels[class].clone();
+        if split.too_small() {
+            too_small.push(SmallClass { label: label.clone(), rows: split.rows });
+        }
+        classes.insert(
+            label,
+            SplitCounts { train: split.rows - split.validation_rows, validation: split.validation_rows },
+        );
+    }
+    let rows = RowCounts {
+        input: scan.class_of.len() as u64,
+        skipped: scan.skipped,
+        train: processed.train.len() as u64,
+        validation: processed.validation.len() as u64,
+    };
+    let token_counts = processed.train.iter().chain(&processed.validation).map(|r| r.ids.len() as u64);
+    let tokens = token_counts.fold(None, |acc: Option<(u64, u64, u64)>, n| match acc {
+        None => Some((n, n, n)),
+        Some((min, max, sum)) => Some((min.min(n), max.max(n), sum + n)),
+    });
+    let tokens = tokens
+        .map(|(min, max, sum)| TokenStats { min, max, mean: sum as f64 / (rows.train + rows.validation) as f64 })
+        .unwrap_or_default();
+    let report = QualityReport {
+        rows: rows.clone(),
+        null_label_rows: scan.null_label_rows.clone(),
+        empty_cleaned_texts: processed.empty_cleaned_texts,
+        truncated_rows: processed.truncated_rows,
+        classes_too_small: too_small,
+        classes: classes.clone(),
+        tokens,
+    };
+    put(CLASS_TO_INDEX, to_json_bytes(&plan.class_to_index)?, None)?;
+    put(TOKENIZER, preprocessor.tokenizer().json().as_bytes().to_vec(), None)?;
+    put(PREPROCESSOR, to_json_bytes(preprocessor.config())?, None)?;
+    put(REPORT, to_json_bytes(&report)?, None)?;
+    let manifest = Manifest {
+        format_version: MANIFEST_FORMAT_VERSION,
+        prepd_version: env!("CARGO_PKG_VERSION").to_string(),
+        // Where the bytes came from is not part of what they are.
+        spec: JobSpec { source: None, ..spec.clone() },
+        input: scan.input,
+        rows,
+        classes,
+        class_to_index: plan.class_to_index,
+        tokenizer_sha256: preprocessor.tokenizer().sha256().to_string(),
+        unicode_version: UNICODE_VERSION.to_string(),
+        artifacts,
+    };
+    sink.put(MANIFEST, to_json_bytes(&manifest)?)?;
+    Ok(JobOutcome { manifest, report })
+}
