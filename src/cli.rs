@@ -1,0 +1,122 @@
+//! `prepd run`: one job from the command line, with a progress bar, writing
+//! the same artifacts (byte for byte) as the service.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::CommonConfig;
+use crate::error::{Error, Result};
+use crate::jobs::sources::{HubClient, SourcePolicy, TokenizerResolver};
+use crate::pipeline::artifacts::Manifest;
+use crate::pipeline::runner::{self, JobObserver, RunSettings, Stage};
+use crate::pipeline::spec::{JobSpec, TokenizerSpec};
+use crate::pipeline::tokenize::WordPieceTokenizer;
+use crate::store::{ArtifactStore, StoreInput};
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The dataset: a local path or a URI (`file://`, `https://`, `s3://`, `gs://`, `az://`).
+    #[arg(long)]
+    pub input: String,
+    /// Directory to write the artifacts into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The job spec (JSON), as `POST /jobs` takes it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// A `tokenizer.json` or WordPiece `vocab.txt`, as the upload's `tokenizer` part.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonConfig,
+}
+
+struct ProgressObserver {
+    bar: ProgressBar,
+}
+
+impl JobObserver for ProgressObserver {
+    fn stage(&self, stage: Stage) {
+        let name = serde_json::to_value(stage).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        self.bar.set_message(name);
+    }
+
+    fn progress(&self, rows_done: u64, rows_total: u64) {
+        self.bar.set_length(rows_total);
+        self.bar.set_position(rows_done);
+    }
+
+    fn is_cancelled(&self) -> bool {
+        false
+    }
+}
+
+fn as_uri(input: &str) -> Result<String> {
+    let has_scheme =
+        input.split_once("://").is_some_and(|(scheme, _)| scheme.chars().all(|c| c.is_ascii_alphanumeric()));
+    if has_scheme {
+        return Ok(input.to_string());
+    }
+    let path = std::fs::canonicalize(input).map_err(|e| Error::not_found(format!("input {input} ({e})")))?;
+    url::Url::from_file_path(&path)
+        .map(|u| u.to_string())
+        .map_err(|_| Error::invalid_field("input", "not a usable path"))
+}
+
+pub async fn run(args: RunArgs) -> Result<Manifest> {
+    let mut spec = match &args.config {
+        Some(path) => JobSpec::from_json(&std::fs::read(path)?)?,
+        None => JobSpec::default(),
+    };
+    let uri = as_uri(&args.input)?;
+    // The command line reads what its user can read.
+    let policy = SourcePolicy { allow_all: true, ..SourcePolicy::default() };
+    let object = policy.open(&uri).await?;
+    let cache = ArtifactStore::local(&args.common.data_dir)?;
+    let uploaded = match &args.tokenizer {
+        Some(path) => {
+            let bytes = Bytes::from(std::fs::read(path)?);
+            let sha256 = WordPieceTokenizer::from_bytes(&bytes)?.sha256().to_string();
+            spec.tokenizer = TokenizerSpec::Uploaded { sha256 };
+            Some(bytes)
+        }
+        None => None,
+    };
+    let hub = HubClient::new(args.common.hf_endpoint.clone(), args.common.hf_token.clone());
+    let tokenizer =
+        TokenizerResolver { store: &cache, policy: &policy, hub: &hub }.resolve(&spec.tokenizer, uploaded).await?;
+
+    let out = ArtifactStore::local(&args.out)?;
+    let runtime = tokio::runtime::Handle::current();
+    let source = StoreInput::new(
+        object.store,
+        object.path,
+        object.name,
+        object.local_path,
+        cache.scratch_dir().to_path_buf(),
+        runtime.clone(),
+    );
+    let sink = out.sink(object_store::path::Path::from(""), runtime);
+    let pool =
+        rayon::ThreadPoolBuilder::new().num_threads(args.common.workers.max(1)).build().map_err(Error::internal)?;
+    let settings = RunSettings { batch_rows: args.common.batch_rows.max(1) };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg:8} [{bar:40}] {pos}/{len} rows {per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let observer = Arc::new(ProgressObserver { bar: bar.clone() });
+    let outcome = tokio::task::spawn_blocking(move || {
+        runner::run(&spec, &source, tokenizer, &sink, observer.as_ref(), &pool, &settings)
+    })
+    .await?;
+    bar.finish_and_clear();
+    Ok(outcome?.manifest)
+}

@@ -1,0 +1,62 @@
+//! Settings, from flags or `PREPD_*` environment variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Settings every command shares.
+#[derive(Debug, Clone, Args)]
+pub struct CommonConfig {
+    /// Where the local store keeps jobs, artifacts and the tokenizer cache.
+    #[arg(long, env = "PREPD_DATA_DIR", default_value = "./prepd-data")]
+    pub data_dir: PathBuf,
+    /// Worker threads that clean and tokenize (default: the cores).
+    #[arg(long, env = "PREPD_WORKERS", default_value_t = default_workers())]
+    pub workers: usize,
+    /// Rows per batch handed to a worker.
+    #[arg(long, env = "PREPD_BATCH_ROWS", default_value_t = 8192)]
+    pub batch_rows: usize,
+    /// The Hugging Face hub (or a mirror) that `{"pretrained": ...}` tokenizers come from.
+    #[arg(long, env = "HF_ENDPOINT", default_value = "https://huggingface.co")]
+    pub hf_endpoint: String,
+    /// A hub token, for gated or private repositories.
+    #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
+    pub hf_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    #[arg(long, env = "PREPD_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    #[command(flatten)]
+    pub common: CommonConfig,
+    /// Jobs that run at once; more wait as `queued`.
+    #[arg(long, env = "PREPD_CONCURRENT_JOBS", default_value_t = 1)]
+    pub concurrent_jobs: usize,
+    /// Largest dataset upload, in bytes.
+    #[arg(long, env = "PREPD_MAX_UPLOAD_BYTES", default_value_t = 16 << 30)]
+    pub max_upload_bytes: u64,
+    /// Largest JSON request body (`/preprocess`, `/jobs` as JSON), in bytes.
+    #[arg(long, env = "PREPD_MAX_JSON_BYTES", default_value_t = 8 << 20)]
+    pub max_json_bytes: usize,
+    /// Requests handled at once; beyond that the answer is 429.
+    #[arg(long, env = "PREPD_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
+    pub max_concurrent_requests: usize,
+    /// Directories `file://` sources may be read from (comma-separated); none by default.
+    #[arg(long, env = "PREPD_FILE_ROOTS", value_delimiter = ',')]
+    pub file_roots: Vec<PathBuf>,
+    /// Allow http(s) sources on loopback, link-local and private addresses.
+    #[arg(long, env = "PREPD_ALLOW_PRIVATE_SOURCES", default_value_t = false)]
+    pub allow_private_sources: bool,
+    /// Seconds a stop waits for in-flight requests and jobs.
+    #[arg(long, env = "PREPD_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
+    pub shutdown_grace_seconds: u64,
+    /// Fitted preprocessors kept in memory for `/preprocess`.
+    #[arg(long, env = "PREPD_PREPROCESSOR_CACHE", default_value_t = 32)]
+    pub preprocessor_cache: usize,
+}

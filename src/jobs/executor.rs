@@ -1,0 +1,323 @@
+//! Runs jobs: takes a slot, fetches the input and the tokenizer, hands the
+//! pipeline to a blocking thread that drives the worker pool, and keeps the
+//! record (status, stage, progress, timings) current in the coordinator.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::Utc;
+use object_store::ObjectStoreExt;
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use super::sources::{HubClient, SourcePolicy, TokenizerResolver};
+use super::{Coordinator, JobError, JobRecord, JobStatus};
+use crate::error::{Error, Result};
+use crate::pipeline::artifacts::SplitCounts;
+use crate::pipeline::runner::{self, JobObserver, RunSettings, Stage};
+use crate::store::ArtifactStore;
+
+/// Where a job's dataset is.
+#[derive(Debug, Clone)]
+pub enum JobInput {
+    /// Already in the store at `jobs/{id}/input/{input_name}`.
+    Stored,
+    /// To fetch from this URI into the store first.
+    Uri(String),
+}
+
+/// A job this process is running: the live record and the stop flag.
+struct RunningJob {
+    record: Mutex<JobRecord>,
+    cancel: AtomicBool,
+    stage_started: Mutex<Instant>,
+}
+
+impl JobObserver for RunningJob {
+    fn stage(&self, stage: Stage) {
+        let mut started = self.stage_started.lock().unwrap();
+        let mut record = self.record.lock().unwrap();
+        let previous = serde_json::to_value(record.stage).ok().and_then(|v| v.as_str().map(String::from));
+        if let Some(previous) = previous.filter(|_| record.stage != Stage::Queued) {
+            *record.timings.stages.entry(previous).or_default() += started.elapsed().as_secs_f64();
+        }
+        *started = Instant::now();
+        record.stage = stage;
+    }
+
+    fn progress(&self, rows_done: u64, rows_total: u64) {
+        let mut record = self.record.lock().unwrap();
+        record.progress.rows_done = rows_done;
+        record.progress.rows_total = Some(rows_total);
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+pub struct JobExecutor {
+    store: ArtifactStore,
+    coordinator: Arc<dyn Coordinator>,
+    pool: Arc<rayon::ThreadPool>,
+    policy: SourcePolicy,
+    hub: HubClient,
+    settings: RunSettings,
+    slots: Arc<Semaphore>,
+    running: Mutex<HashMap<Uuid, Arc<RunningJob>>>,
+    draining: AtomicBool,
+}
+
+impl JobExecutor {
+    pub fn new(
+        store: ArtifactStore,
+        coordinator: Arc<dyn Coordinator>,
+        workers: usize,
+        concurrent_jobs: usize,
+        policy: SourcePolicy,
+        hub: HubClient,
+    ) -> Result<Self> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(workers.max(1))
+            .thread_name(|n| format!("prepd-worker-{n}"))
+            .build()
+            .map_err(Error::internal)?;
+        Ok(Self {
+            store,
+            coordinator,
+            pool: Arc::new(pool),
+            policy,
+            hub,
+            settings: RunSettings::default(),
+            slots: Arc::new(Semaphore::new(concurrent_jobs.max(1))),
+            running: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    pub fn set_batch_rows(&mut self, batch_rows: usize) {
+        self.settings.batch_rows = batch_rows.max(1);
+    }
+
+    pub fn store(&self) -> &ArtifactStore {
+        &self.store
+    }
+
+    pub fn coordinator(&self) -> &Arc<dyn Coordinator> {
+        &self.coordinator
+    }
+
+    pub fn policy(&self) -> &SourcePolicy {
+        &self.policy
+    }
+
+    pub fn tokenizers(&self) -> TokenizerResolver<'_> {
+        TokenizerResolver { store: &self.store, policy: &self.policy, hub: &self.hub }
+    }
+
+    /// The freshest record: live for a job running here, else the coordinator's.
+    pub async fn get(&self, id: Uuid) -> Result<JobRecord> {
+        if let Some(job) = self.running.lock().unwrap().get(&id) {
+            return Ok(job.record.lock().unwrap().clone());
+        }
+        self.coordinator.get(id).await
+    }
+
+    /// Records a new job and starts it in the background.
+    pub async fn submit(
+        self: &Arc<Self>,
+        record: JobRecord,
+        input: JobInput,
+        uploaded_tokenizer: Option<Bytes>,
+    ) -> Result<JobRecord> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(Error::Unavailable("the server is shutting down".into()));
+        }
+        self.coordinator.insert(record.clone()).await?;
+        let job = Arc::new(RunningJob {
+            record: Mutex::new(record.clone()),
+            cancel: AtomicBool::new(false),
+            stage_started: Mutex::new(Instant::now()),
+        });
+        self.running.lock().unwrap().insert(record.id, job.clone());
+        metrics::counter!("prepd_jobs_submitted_total").increment(1);
+        let executor = self.clone();
+        tokio::spawn(async move { executor.drive(job, input, uploaded_tokenizer).await });
+        Ok(record)
+    }
+
+    /// Cancels a queued or running job; the record says `cancelled` once it stops.
+    pub async fn cancel(&self, id: Uuid) -> Result<JobRecord> {
+        let job = self.running.lock().unwrap().get(&id).cloned();
+        match job {
+            Some(job) => {
+                job.cancel.store(true, Ordering::Relaxed);
+                Ok(job.record.lock().unwrap().clone())
+            }
+            None => self.coordinator.get(id).await,
+        }
+    }
+
+    /// Deletes a finished job, its input and its artifacts.
+    pub async fn delete(&self, id: Uuid) -> Result<()> {
+        let record = self.get(id).await?;
+        if !record.status.is_finished() {
+            return Err(Error::Conflict(format!("job {id} is {}; cancel it first", record.status.as_str())));
+        }
+        self.store.delete_prefix(&ArtifactStore::job_prefix(id)).await?;
+        self.coordinator.remove(id).await
+    }
+
+    /// Stops taking jobs and cancels the running ones, waiting up to
+    /// `grace` for them to record their end. A job still running then is
+    /// failed by the next start (never shown as succeeded).
+    pub async fn drain(&self, grace: Duration) {
+        self.start_draining();
+        let jobs: Vec<Arc<RunningJob>> = self.running.lock().unwrap().values().cloned().collect();
+        for job in &jobs {
+            job.cancel.store(true, Ordering::Relaxed);
+        }
+        let deadline = Instant::now() + grace;
+        while !self.running.lock().unwrap().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Readiness turns false and new jobs are refused.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    async fn drive(self: Arc<Self>, job: Arc<RunningJob>, input: JobInput, uploaded_tokenizer: Option<Bytes>) {
+        let id = job.record.lock().unwrap().id;
+        let started = Instant::now();
+        let outcome = self.clone().execute(job.clone(), input, uploaded_tokenizer).await;
+        let record = {
+            let mut record = job.record.lock().unwrap();
+            record.finished_at = Some(Utc::now());
+            record.timings.total_seconds = Some(started.elapsed().as_secs_f64());
+            match &outcome {
+                Ok(()) => record.status = JobStatus::Succeeded,
+                Err(Error::Cancelled) if self.is_draining() => {
+                    record.status = JobStatus::Failed;
+                    record.error = Some(JobError {
+                        kind: "interrupted".into(),
+                        detail: "the server stopped before the job finished; submit it again".into(),
+                        row: None,
+                        column: None,
+                        field: None,
+                    });
+                }
+                Err(Error::Cancelled) => record.status = JobStatus::Cancelled,
+                Err(e) => {
+                    record.status = JobStatus::Failed;
+                    record.error = Some(JobError::from(e));
+                }
+            }
+            record.clone()
+        };
+        if let Err(e) = &outcome {
+            if !matches!(e, Error::Cancelled) {
+                tracing::warn!(%id, error = %e, "job failed");
+            }
+            // Nothing half-written stays beside the kept input and record.
+            if let Err(e) = self.remove_partial_artifacts(id).await {
+                tracing::error!(%id, error = %e, "could not remove a failed job's partial artifacts");
+            }
+        }
+        metrics::counter!("prepd_jobs_finished_total", "status" => record.status.as_str()).increment(1);
+        if record.status == JobStatus::Succeeded {
+            metrics::counter!("prepd_rows_processed_total").increment(record.progress.rows_done);
+        }
+        if let Err(e) = self.coordinator.update(&record).await {
+            tracing::error!(%id, error = %e, "could not record the job's end");
+        }
+        self.running.lock().unwrap().remove(&id);
+    }
+
+    async fn remove_partial_artifacts(&self, id: Uuid) -> Result<()> {
+        let prefix = ArtifactStore::job_prefix(id);
+        let keep = |path: &object_store::path::Path| {
+            let rest = path.as_ref().strip_prefix(prefix.as_ref()).unwrap_or("");
+            rest == "/job.json" || rest.starts_with("/input/")
+        };
+        use futures::TryStreamExt;
+        let listed: Vec<_> = self.store.object_store().list(Some(&prefix)).try_collect().await?;
+        for meta in listed.into_iter().filter(|m| !keep(&m.location)) {
+            let _ = self.store.object_store().delete(&meta.location).await;
+        }
+        Ok(())
+    }
+
+    async fn execute(self: Arc<Self>, job: Arc<RunningJob>, input: JobInput, uploaded: Option<Bytes>) -> Result<()> {
+        let _slot = tokio::select! {
+            slot = self.slots.clone().acquire_owned() => slot.map_err(Error::internal)?,
+            _ = wait_for_cancel(&job) => return Err(Error::Cancelled),
+        };
+        let (id, spec, input_name) = {
+            let mut record = job.record.lock().unwrap();
+            record.status = JobStatus::Running;
+            record.started_at = Some(Utc::now());
+            (record.id, record.spec.clone(), record.input_name.clone())
+        };
+        job.stage(Stage::Ingest);
+        let flusher = self.spawn_flusher(job.clone());
+        let result = async {
+            let input_path = ArtifactStore::job_input(id, &input_name);
+            if let JobInput::Uri(uri) = &input {
+                let object = self.policy.open(uri).await?;
+                let stream = object.store.get(&object.path).await?.into_stream();
+                self.store.put_stream(&input_path, stream, u64::MAX).await?;
+            }
+            let tokenizer = self.tokenizers().resolve(&spec.tokenizer, uploaded).await?;
+            let runtime = Handle::current();
+            let source = self.store.input_source(input_path, input_name, runtime.clone());
+            let sink = self.store.sink(ArtifactStore::job_prefix(id), runtime);
+            let pool = self.pool.clone();
+            let settings = self.settings.clone();
+            let observer = job.clone();
+            let outcome = tokio::task::spawn_blocking(move || {
+                runner::run(&spec, &source, tokenizer, &sink, observer.as_ref(), &pool, &settings)
+            })
+            .await??;
+            let mut record = job.record.lock().unwrap();
+            record.counts =
+                Some(SplitCounts { train: outcome.manifest.rows.train, validation: outcome.manifest.rows.validation });
+            record.classes = outcome.manifest.classes.clone();
+            record.class_to_index = Some(outcome.manifest.class_to_index.clone());
+            Ok(())
+        }
+        .await;
+        flusher.abort();
+        result
+    }
+
+    /// Mirrors the live record to the coordinator every second.
+    fn spawn_flusher(&self, job: Arc<RunningJob>) -> tokio::task::JoinHandle<()> {
+        let coordinator = self.coordinator.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let record = job.record.lock().unwrap().clone();
+                if let Err(e) = coordinator.update(&record).await {
+                    tracing::warn!(id = %record.id, error = %e, "could not record progress");
+                }
+            }
+        })
+    }
+}
+
+async fn wait_for_cancel(job: &RunningJob) {
+    while !job.cancel.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,255 @@
+//! Where datasets and tokenizers come from, and which sources an operator
+//! allows: object-store URIs (`s3://`, `gs://`, `az://`, `https://`),
+//! `file://` only under allowed roots, no http(s) to loopback, link-local or
+//! private addresses unless allowed, and the Hugging Face hub.
+
+use std::net::IpAddr;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::pipeline::runner::TokenizerPlan;
+use crate::pipeline::spec::TokenizerSpec;
+use crate::pipeline::tokenize::WordPieceTokenizer;
+use crate::store::ArtifactStore;
+
+#[derive(Debug, Clone, Default)]
+pub struct SourcePolicy {
+    /// Directories under which `file://` sources may be read.
+    pub file_roots: Vec<PathBuf>,
+    /// Allow http(s) sources on loopback, link-local and private addresses.
+    pub allow_private_network: bool,
+    /// Allow every source (the CLI, reading the user's own files).
+    pub allow_all: bool,
+}
+
+/// An object at a URI, opened through `object_store`.
+pub struct RemoteObject {
+    pub store: Arc<dyn ObjectStore>,
+    pub path: Path,
+    /// The last path segment: the file name.
+    pub name: String,
+    /// For `file://`: the local path.
+    pub local_path: Option<PathBuf>,
+}
+
+fn not_allowed(uri: &str, reason: impl Into<String>) -> Error {
+    Error::SourceNotAllowed { uri: uri.to_string(), reason: reason.into() }
+}
+
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
+                || a == 0
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80 // link-local
+        }
+    }
+}
+
+impl SourcePolicy {
+    /// Checks `uri` against the policy and opens it.
+    pub async fn open(&self, uri: &str) -> Result<RemoteObject> {
+        let url = Url::parse(uri).map_err(|e| Error::invalid_field("source", format!("not a URI: {e}")))?;
+        let name = url
+            .path_segments()
+            .and_then(|mut s| s.next_back().map(str::to_string))
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| Error::invalid_field("source", "the URI names no file"))?;
+        let name = percent_decode(&name);
+        match url.scheme() {
+            "file" => {
+                let path = url.to_file_path().map_err(|_| Error::invalid_field("source", "not a local file path"))?;
+                let canonical = self.check_file(uri, &path)?;
+                let parent = canonical.parent().ok_or_else(|| not_allowed(uri, "no parent directory"))?;
+                let store = object_store::local::LocalFileSystem::new_with_prefix(parent)?;
+                Ok(RemoteObject {
+                    store: Arc::new(store),
+                    path: Path::from(name.as_str()),
+                    name,
+                    local_path: Some(canonical),
+                })
+            }
+            "http" | "https" => {
+                self.check_http(uri, &url).await?;
+                let (store, path) = object_store::parse_url_opts(&url, [("allow_http", "true")])
+                    .map_err(|e| Error::invalid_field("source", e.to_string()))?;
+                Ok(RemoteObject { store: Arc::from(store), path, name, local_path: None })
+            }
+            "s3" | "s3a" | "gs" | "az" | "abfs" | "abfss" | "azure" => {
+                let options = cloud_options_from_env(url.scheme());
+                let (store, path) = object_store::parse_url_opts(&url, options)
+                    .map_err(|e| Error::invalid_field("source", e.to_string()))?;
+                Ok(RemoteObject { store: Arc::from(store), path, name, local_path: None })
+            }
+            other => Err(Error::invalid_field("source", format!("unsupported scheme '{other}'"))),
+        }
+    }
+
+    fn check_file(&self, uri: &str, path: &FsPath) -> Result<PathBuf> {
+        let canonical = path.canonicalize().map_err(|_| Error::not_found(format!("file {}", path.display())))?;
+        if self.allow_all {
+            return Ok(canonical);
+        }
+        let allowed =
+            self.file_roots.iter().filter_map(|root| root.canonicalize().ok()).any(|root| canonical.starts_with(&root));
+        if allowed {
+            Ok(canonical)
+        } else if self.file_roots.is_empty() {
+            Err(not_allowed(uri, "file:// sources are off (the operator allows them with PREPD_FILE_ROOTS)"))
+        } else {
+            Err(not_allowed(uri, "outside the allowed file roots"))
+        }
+    }
+
+    async fn check_http(&self, uri: &str, url: &Url) -> Result<()> {
+        if self.allow_all || self.allow_private_network {
+            return Ok(());
+        }
+        let host = url.host_str().ok_or_else(|| Error::invalid_field("source", "no host"))?;
+        let port = url.port_or_known_default().unwrap_or(443);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|e| Error::Unavailable(format!("cannot resolve {host}: {e}")))?
+                .map(|a| a.ip())
+                .collect(),
+        };
+        if let Some(ip) = addresses.into_iter().find(|ip| is_private(*ip)) {
+            return Err(not_allowed(
+                uri,
+                format!("{host} resolves to {ip}, a loopback, link-local or private address"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| s.to_string())
+}
+
+/// Credentials and endpoints from the usual environment variables
+/// (`AWS_*`, `GOOGLE_*`, `AZURE_*`), as each cloud's builder reads them.
+fn cloud_options_from_env(scheme: &str) -> Vec<(String, String)> {
+    let prefix = match scheme {
+        "s3" | "s3a" => "AWS_",
+        "gs" => "GOOGLE_",
+        _ => "AZURE_",
+    };
+    std::env::vars().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.to_ascii_lowercase(), v)).collect()
+}
+
+/// Fetches tokenizers from the Hugging Face hub (or the endpoint in
+/// `HF_ENDPOINT`), caching them in the store.
+#[derive(Clone)]
+pub struct HubClient {
+    pub endpoint: String,
+    pub token: Option<String>,
+    client: reqwest::Client,
+}
+
+impl HubClient {
+    pub fn new(endpoint: String, token: Option<String>) -> Self {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("prepd/", env!("CARGO_PKG_VERSION")))
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .expect("a TLS backend is built in");
+        Self { endpoint: endpoint.trim_end_matches('/').to_string(), token, client }
+    }
+
+    /// `repo` may carry a revision: `name@revision`.
+    pub async fn fetch(&self, store: &ArtifactStore, repo: &str) -> Result<Bytes> {
+        let (name, revision) = repo.split_once('@').unwrap_or((repo, "main"));
+        let valid = |s: &str| {
+            !s.is_empty() && !s.contains("..") && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+        };
+        if !valid(name) || !valid(revision) {
+            return Err(Error::invalid_field("tokenizer.pretrained", format!("'{repo}' is not a hub repository name")));
+        }
+        const FILES: [&str; 2] = ["tokenizer.json", "vocab.txt"];
+        for file in FILES {
+            if let Some(bytes) = store.get_opt(&ArtifactStore::hub_cache(name, revision, file)).await? {
+                return Ok(bytes);
+            }
+        }
+        for file in FILES {
+            let url = format!("{}/{name}/resolve/{revision}/{file}", self.endpoint);
+            let mut request = self.client.get(&url);
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| Error::Unavailable(format!("tokenizer hub at {}: {e}", self.endpoint)))?;
+            match response.status() {
+                s if s.is_success() => {
+                    let bytes = response.bytes().await.map_err(|e| Error::Unavailable(format!("{url}: {e}")))?;
+                    store.put(&ArtifactStore::hub_cache(name, revision, file), bytes.clone()).await?;
+                    return Ok(bytes);
+                }
+                reqwest::StatusCode::NOT_FOUND => continue,
+                status => return Err(Error::Unavailable(format!("{url} answered {status}"))),
+            }
+        }
+        Err(Error::invalid_field(
+            "tokenizer.pretrained",
+            format!("'{repo}' has neither tokenizer.json nor vocab.txt at {}", self.endpoint),
+        ))
+    }
+}
+
+/// Everything a job's tokenizer can be resolved from.
+pub struct TokenizerResolver<'a> {
+    pub store: &'a ArtifactStore,
+    pub policy: &'a SourcePolicy,
+    pub hub: &'a HubClient,
+}
+
+impl TokenizerResolver<'_> {
+    /// `uploaded` is the tokenizer file sent with the job, if any.
+    pub async fn resolve(&self, spec: &TokenizerSpec, uploaded: Option<Bytes>) -> Result<TokenizerPlan> {
+        let bytes = match spec {
+            TokenizerSpec::Train { vocab_size } => return Ok(TokenizerPlan::Train { vocab_size: *vocab_size }),
+            TokenizerSpec::Uploaded { .. } => {
+                uploaded.ok_or_else(|| Error::invalid_field("tokenizer", "the uploaded tokenizer is missing"))?
+            }
+            TokenizerSpec::File(uri) => {
+                let object = self.policy.open(uri).await?;
+                object.store.get(&object.path).await?.bytes().await?
+            }
+            TokenizerSpec::Pretrained(repo) => self.hub.fetch(self.store, repo).await?,
+        };
+        let tokenizer = tokio::task::spawn_blocking(move || WordPieceTokenizer::from_bytes(&bytes)).await??;
+        Ok(TokenizerPlan::Ready(tokenizer))
+    }
+}

@@ -1,0 +1,91 @@
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use prepd::config::ServeConfig;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "prepd",
+    version,
+    about = "Dataset preprocessing as a service: training artifacts and the same preprocessing at inference"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service.
+    Serve(ServeConfig),
+    /// Run one job from the command line and write its artifacts to a directory.
+    Run(prepd::cli::RunArgs),
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_env("PREPD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("PREPD_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Openapi => {
+            print!("{}", prepd::api::openapi::document());
+            ExitCode::SUCCESS
+        }
+        Command::Serve(config) => {
+            init_logging();
+            let listener = match tokio::net::TcpListener::bind(config.addr).await {
+                Ok(listener) => listener,
+                Err(e) => {
+                    eprintln!("prepd: cannot listen on {}: {e}", config.addr);
+                    return ExitCode::FAILURE;
+                }
+            };
+            match listener.local_addr() {
+                Ok(addr) => eprintln!("prepd listening on http://{addr}"),
+                Err(e) => tracing::warn!(error = %e, "cannot read the bound address"),
+            }
+            tracing::info!(data_dir = %config.common.data_dir.display(), workers = config.common.workers, "prepd serving");
+            match prepd::server::serve(config, listener, prepd::server::stop_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("prepd: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run(args) => {
+            let out = args.out.clone();
+            match prepd::cli::run(args).await {
+                Ok(manifest) => {
+                    let rows = &manifest.rows;
+                    eprintln!(
+                        "prepd: wrote {} (train {} rows, validation {} rows, {} classes) to {}",
+                        manifest.artifacts.len() + 1,
+                        rows.train,
+                        rows.validation,
+                        manifest.class_to_index.len(),
+                        out.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("prepd: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
