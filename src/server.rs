@@ -38,15 +38,15 @@ pub async fn build_state(config: &ServeConfig) -> Result<AppState> {
         allow_private_network: config.allow_private_sources,
         allow_all: false,
     };
-    let mut executor = JobExecutor::new(
+    let executor = JobExecutor::new(
         store,
         coordinator,
         config.common.workers,
         config.concurrent_jobs,
         policy,
         HubClient::new(config.common.hf_endpoint.clone(), config.common.hf_token.clone()),
+        config.common.batch_rows,
     )?;
-    executor.set_batch_rows(config.common.batch_rows);
     Ok(AppState {
         executor: Arc::new(executor),
         preprocessors: api::preprocess::PreprocessorCache::new(config.preprocessor_cache),

@@ -80,7 +80,9 @@ impl JobExecutor {
         concurrent_jobs: usize,
         policy: SourcePolicy,
         hub: HubClient,
+        batch_rows: usize,
     ) -> Result<Self> {
+        let settings = RunSettings::new(batch_rows, store.scratch_dir().to_path_buf());
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(workers.max(1))
             .thread_name(|n| format!("prepd-worker-{n}"))
@@ -92,15 +94,11 @@ impl JobExecutor {
             pool: Arc::new(pool),
             policy,
             hub,
-            settings: RunSettings::default(),
+            settings,
             slots: Arc::new(Semaphore::new(concurrent_jobs.max(1))),
             running: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
         })
-    }
-
-    pub fn set_batch_rows(&mut self, batch_rows: usize) {
-        self.settings.batch_rows = batch_rows.max(1);
     }
 
     pub fn store(&self) -> &ArtifactStore {
@@ -269,7 +267,8 @@ impl JobExecutor {
             (record.id, record.spec.clone(), record.input_name.clone())
         };
         job.stage(Stage::Ingest);
-        let flusher = self.spawn_flusher(job.clone());
+        let (stop_flusher, flusher_stopped) = tokio::sync::oneshot::channel();
+        let flusher = self.spawn_flusher(job.clone(), flusher_stopped);
         let result = async {
             let input_path = ArtifactStore::job_input(id, &input_name);
             if let JobInput::Uri(uri) = &input {
@@ -296,17 +295,26 @@ impl JobExecutor {
             Ok(())
         }
         .await;
-        flusher.abort();
+        // Awaited, not aborted: a write in flight must land before the final record.
+        let _ = stop_flusher.send(());
+        let _ = flusher.await;
         result
     }
 
-    /// Mirrors the live record to the coordinator every second.
-    fn spawn_flusher(&self, job: Arc<RunningJob>) -> tokio::task::JoinHandle<()> {
+    /// Mirrors the live record to the coordinator every second until `stop`.
+    fn spawn_flusher(
+        &self,
+        job: Arc<RunningJob>,
+        mut stop: tokio::sync::oneshot::Receiver<()>,
+    ) -> tokio::task::JoinHandle<()> {
         let coordinator = self.coordinator.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = &mut stop => return,
+                }
                 let record = job.record.lock().unwrap().clone();
                 if let Err(e) = coordinator.update(&record).await {
                     tracing::warn!(id = %record.id, error = %e, "could not record progress");

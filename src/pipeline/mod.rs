@@ -7,6 +7,7 @@ pub mod ingest;
 pub mod preprocessor;
 pub mod pyunicode;
 pub mod runner;
+pub mod sorted_runs;
 pub mod spec;
 pub mod split;
 pub mod tokenize;

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -21,6 +22,7 @@ use super::clean::{CleaningConfig, TextCleaner, default_stopwords};
 use super::ingest::{self, InputSource, RowBatch};
 use super::preprocessor::{ClassToIndex, FittedPreprocessor};
 use super::pyunicode::UNICODE_VERSION;
+use super::sorted_runs::SortedRuns;
 use super::spec::{InputFormat, JobSpec, NullLabelPolicy, TokenizerSpec};
 use super::split::{ClassSplit, RowKey, membership_hash, order_hash};
 use super::tokenize::WordPieceTokenizer;
@@ -47,7 +49,7 @@ pub trait JobObserver: Sync {
 
 /// The tokenizer a job starts with: loaded already, or to train.
 pub enum TokenizerPlan {
-    Ready(WordPieceTokenizer),
+    Ready(Box<WordPieceTokenizer>),
     Train { vocab_size: usize },
 }
 
@@ -55,11 +57,13 @@ pub enum TokenizerPlan {
 pub struct RunSettings {
     /// Rows per batch handed to a worker.
     pub batch_rows: usize,
+    /// Where processed rows wait, in sorted runs, to be written in order.
+    pub scratch_dir: PathBuf,
 }
 
-impl Default for RunSettings {
-    fn default() -> Self {
-        Self { batch_rows: 8192 }
+impl RunSettings {
+    pub fn new(batch_rows: usize, scratch_dir: PathBuf) -> Self {
+        Self { batch_rows: batch_rows.max(1), scratch_dir }
     }
 }
 
@@ -231,7 +235,7 @@ pub fn run(
         stopwords: spec.cleaning.stopwords.clone().unwrap_or_else(default_stopwords),
     };
     let (tokenizer, tokenizer_source) = match tokenizer {
-        TokenizerPlan::Ready(tokenizer) => (tokenizer, spec.tokenizer.clone()),
+        TokenizerPlan::Ready(tokenizer) => (*tokenizer, spec.tokenizer.clone()),
         TokenizerPlan::Train { vocab_size } => {
             let trained = train_tokenizer(spec, source, settings, &scan, &plan, &cleaning, vocab_size)?;
             let source = TokenizerSpec::Train { vocab_size };
@@ -295,8 +299,8 @@ fn train_tokenizer(
 }
 
 struct Processed {
-    train: Vec<ProcessedRow>,
-    validation: Vec<ProcessedRow>,
+    train: SortedRuns,
+    validation: SortedRuns,
     empty_cleaned_texts: u64,
     truncated_rows: u64,
 }
@@ -314,8 +318,8 @@ fn process(
     rows_total: u64,
 ) -> Result<Processed> {
     let opened = ingest::open(source, spec, settings.batch_rows)?;
-    let train = Mutex::new(Vec::new());
-    let validation = Mutex::new(Vec::new());
+    let train = SortedRuns::new(&settings.scratch_dir, "train")?;
+    let validation = SortedRuns::new(&settings.scratch_dir, "val")?;
     let rows_done = AtomicU64::new(0);
     let empty = AtomicU64::new(0);
     let truncated = AtomicU64::new(0);
@@ -347,18 +351,13 @@ fn process(
             }
             let done = rows_done.fetch_add((train_rows.len() + validation_rows.len()) as u64, Ordering::Relaxed)
                 + (train_rows.len() + validation_rows.len()) as u64;
-            train.lock().unwrap().append(&mut train_rows);
-            validation.lock().unwrap().append(&mut validation_rows);
+            train.extend(train_rows)?;
+            validation.extend(validation_rows)?;
             observer.progress(done, rows_total);
             Ok(())
         })
     })?;
-    Ok(Processed {
-        train: train.into_inner().unwrap(),
-        validation: validation.into_inner().unwrap(),
-        empty_cleaned_texts: empty.into_inner(),
-        truncated_rows: truncated.into_inner(),
-    })
+    Ok(Processed { train, validation, empty_cleaned_texts: empty.into_inner(), truncated_rows: truncated.into_inner() })
 }
 
 fn write(
@@ -366,7 +365,7 @@ fn write(
     scan: Scan,
     plan: SplitPlan,
     preprocessor: FittedPreprocessor,
-    mut processed: Processed,
+    processed: Processed,
     sink: &dyn ArtifactSink,
 ) -> Result<JobOutcome> {
     let mut artifacts = Vec::new();
@@ -374,13 +373,28 @@ fn write(
         artifacts.push(ArtifactEntry::describe(name, &bytes, rows));
         sink.put(name, bytes)
     };
-    for (split, rows) in [("train", &mut processed.train), ("val", &mut processed.validation)] {
-        rows.par_sort_unstable_by_key(|r| r.order);
-        let parts: Vec<&[ProcessedRow]> =
-            if rows.is_empty() { vec![&[]] } else { rows.chunks(spec.rows_per_part).collect() };
-        for (n, part) in parts.into_iter().enumerate() {
-            let bytes = parquet_part(part, scan.id_column)?;
+    let rows = RowCounts {
+        input: scan.class_of.len() as u64,
+        skipped: scan.skipped,
+        train: processed.train.len(),
+        validation: processed.validation.len(),
+    };
+    let mut tokens = TokenTally::default();
+    for (split, runs) in [("train", processed.train), ("val", processed.validation)] {
+        let mut merged = runs.into_sorted()?.peekable();
+        let mut part = Vec::with_capacity(spec.rows_per_part.min(1 << 16));
+        let mut n = 0;
+        // An empty split still gets one (empty) part, so readers find its schema.
+        while n == 0 || merged.peek().is_some() {
+            part.clear();
+            for row in merged.by_ref().take(spec.rows_per_part) {
+                let row = row?;
+                tokens.add(row.ids.len() as u64);
+                part.push(row);
+            }
+            let bytes = parquet_part(&part, scan.id_column)?;
             put(&format!("{split}/part-{n:05}.parquet"), bytes, Some(part.len() as u64))?;
+            n += 1;
         }
     }
 
@@ -396,20 +410,7 @@ fn write(
             SplitCounts { train: split.rows - split.validation_rows, validation: split.validation_rows },
         );
     }
-    let rows = RowCounts {
-        input: scan.class_of.len() as u64,
-        skipped: scan.skipped,
-        train: processed.train.len() as u64,
-        validation: processed.validation.len() as u64,
-    };
-    let token_counts = processed.train.iter().chain(&processed.validation).map(|r| r.ids.len() as u64);
-    let tokens = token_counts.fold(None, |acc: Option<(u64, u64, u64)>, n| match acc {
-        None => Some((n, n, n)),
-        Some((min, max, sum)) => Some((min.min(n), max.max(n), sum + n)),
-    });
-    let tokens = tokens
-        .map(|(min, max, sum)| TokenStats { min, max, mean: sum as f64 / (rows.train + rows.validation) as f64 })
-        .unwrap_or_default();
+    let tokens = tokens.stats();
     let report = QualityReport {
         rows: rows.clone(),
         null_label_rows: scan.null_label_rows.clone(),
@@ -438,4 +439,29 @@ fn write(
     };
     sink.put(MANIFEST, to_json_bytes(&manifest)?)?;
     Ok(JobOutcome { manifest, report })
+}
+
+/// Token counts per row, summed as rows stream past.
+#[derive(Default)]
+struct TokenTally {
+    rows: u64,
+    sum: u64,
+    min: u64,
+    max: u64,
+}
+
+impl TokenTally {
+    fn add(&mut self, tokens: u64) {
+        self.min = if self.rows == 0 { tokens } else { self.min.min(tokens) };
+        self.max = self.max.max(tokens);
+        self.sum += tokens;
+        self.rows += 1;
+    }
+
+    fn stats(&self) -> TokenStats {
+        if self.rows == 0 {
+            return TokenStats::default();
+        }
+        TokenStats { min: self.min, max: self.max, mean: self.sum as f64 / self.rows as f64 }
+    }
 }
