@@ -189,7 +189,10 @@ fn generate_case(rng: &mut Rng, stopwords: &[String]) -> String {
                 let word = *rng.pick(WORDS);
                 text.push_str(&random_case(rng, word));
             }
-            3 | 4 => text.push_str(*rng.pick(TRICKY)),
+            3 | 4 => {
+                let piece = *rng.pick(TRICKY);
+                text.push_str(piece);
+            }
             5 => text.push(random_char(rng)),
             6 => {
                 // A word over 100 characters, or just at the edge.
@@ -199,7 +202,8 @@ fn generate_case(rng: &mut Rng, stopwords: &[String]) -> String {
             7 => {
                 let word = rng.pick(stopwords).clone();
                 text.push_str(&word);
-                text.push_str(*rng.pick(TRICKY));
+                let piece = *rng.pick(TRICKY);
+                text.push_str(piece);
             }
             _ => text.push(if rng.below(2) == 0 { ' ' } else { *rng.pick(&[',', '.', '!', '-', '/', ':']) }),
         }

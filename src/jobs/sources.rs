@@ -250,6 +250,6 @@ impl TokenizerResolver<'_> {
             TokenizerSpec::Pretrained(repo) => self.hub.fetch(self.store, repo).await?,
         };
         let tokenizer = tokio::task::spawn_blocking(move || WordPieceTokenizer::from_bytes(&bytes)).await??;
-        Ok(TokenizerPlan::Ready(tokenizer))
+        Ok(TokenizerPlan::Ready(Box::new(tokenizer)))
     }
 }

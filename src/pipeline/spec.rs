@@ -158,10 +158,10 @@ impl JobSpec {
         if self.rows_per_part == 0 {
             return Err(Error::invalid_field("rows_per_part", "must be at least 1"));
         }
-        if let TokenizerSpec::Train { vocab_size } = self.tokenizer {
-            if !(16..=1_000_000).contains(&vocab_size) {
-                return Err(Error::invalid_field("tokenizer.train.vocab_size", "must be between 16 and 1000000"));
-            }
+        if let TokenizerSpec::Train { vocab_size } = self.tokenizer
+            && !(16..=1_000_000).contains(&vocab_size)
+        {
+            return Err(Error::invalid_field("tokenizer.train.vocab_size", "must be between 16 and 1000000"));
         }
         Ok(())
     }

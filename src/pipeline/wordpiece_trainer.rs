@@ -144,10 +144,10 @@ pub fn train_vocab(word_counts: &BTreeMap<String, u64>, specials: &[&str], vocab
         }
         pair_counts.remove(&top.pair);
         for pair in touched {
-            if let Some(&count) = pair_counts.get(&pair) {
-                if count > 0 {
-                    queue.push(candidate(&pieces, pair, count));
-                }
+            if let Some(&count) = pair_counts.get(&pair)
+                && count > 0
+            {
+                queue.push(candidate(&pieces, pair, count));
             }
         }
     }

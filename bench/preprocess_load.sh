@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Online benchmark: starts a release prepd, runs a job on the course's
+# dataset, then drives POST /preprocess with one record per request and, in
+# the same run, the baseline route (same JSON body parsed, fixed answer).
+# Prints requests/s and latency percentiles of both (wrk, from Debian).
+#
+#   bench/preprocess_load.sh [seconds] [connections]
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+seconds="${1:-10}"
+connections="${2:-8}"
+shared="${PREPD_SHARED:-$here/../shared}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/prepd-target}"
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+cargo build --release --locked -q
+bin="$CARGO_TARGET_DIR/release/prepd"
+work="$(mktemp -d)"
+trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+PREPD_ADDR=127.0.0.1:0 PREPD_DATA_DIR="$work/data" "$bin" serve 2>"$work/log" &
+pid=$!
+until grep -q "listening on" "$work/log"; do sleep 0.1; done
+base="$(sed -n 's/.*listening on //p' "$work/log" | head -1)"
+job="$(curl -sf -F file=@"$shared/datasets/madewithml/dataset.csv" -F tokenizer=@"$shared/vocab/bert-base-uncased/vocab.txt" "$base/jobs" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
+until curl -sf "$base/jobs/$job" | grep -q '"status":"succeeded"'; do sleep 0.2; done
+body="$(python3 - "$job" <<'PY'
+import json, sys
+print(json.dumps({"job_id": sys.argv[1], "records": [{"title": "Comparison between YOLO and RCNN on real world videos", "description": "Bringing theory to experiment is cool. We can easily train models in colab and find the results in minutes."}], "padding": "none"}))
+PY
+)"
+cat > "$work/post.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+wrk.body = [[$body]]
+LUA
+curl -sf -X POST -H 'content-type: application/json' -d "$body" "$base/preprocess" >/dev/null
+for route in preprocess/baseline preprocess; do
+  echo "== POST /$route ($seconds s, $connections connections, 1 wrk thread)"
+  wrk -t1 -c"$connections" -d"${seconds}s" --latency -s "$work/post.lua" "$base/$route" | grep -E "Requests/sec|50%|90%|99%|Non-2xx"
+done
