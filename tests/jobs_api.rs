@@ -112,16 +112,8 @@ async fn upload_to_artifacts_to_preprocess() {
             json!({"title": row.title, "description": row.description, "tag": row.tag})
         })
         .collect();
-    let response: Value = server
-        .client
-        .post(server.url("/preprocess"))
-        .json(&json!({"job_id": id, "records": records, "padding": "none"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let response: Value =
+        server.post_json("/preprocess", &json!({"job_id": id, "records": records, "padding": "none"})).await;
     for row in 0..val.height() {
         let expected_ids = list_u32(&val, "ids", row);
         let served: Vec<u32> = serde_json::from_value(response["ids"][row].clone()).unwrap();
@@ -133,30 +125,17 @@ async fn upload_to_artifacts_to_preprocess() {
 
     // One record at a time, padded to the longest of the request, and unlabelled.
     let row = &rows[0];
-    let single: Value = server
-        .client
-        .post(server.url("/preprocess"))
-        .json(&json!({"job_id": id, "records": [{"title": row.title, "description": row.description}, {"title": "", "description": null}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let single: Value = server.post_json("/preprocess", &json!({"job_id": id, "records": [{"title": row.title, "description": row.description}, {"title": "", "description": null}]})).await;
     assert!(single.get("targets").is_none(), "{single}");
     let first = single["ids"][0].as_array().unwrap().len();
     assert_eq!(single["ids"][1].as_array().unwrap().len(), first);
     assert_eq!(single["masks"][1].as_array().unwrap().iter().filter(|m| **m == 1).count(), 2);
     let fixed: Value = server
-        .client
-        .post(server.url("/preprocess"))
-        .json(&json!({"job_id": id, "records": [{"title": "a", "description": "b"}], "padding": {"max_length": 300}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .post_json(
+            "/preprocess",
+            &json!({"job_id": id, "records": [{"title": "a", "description": "b"}], "padding": {"max_length": 300}}),
+        )
+        .await;
     assert_eq!(fixed["ids"][0].as_array().unwrap().len(), 300);
 
     // The report names nothing alarming for clean data.

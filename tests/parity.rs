@@ -11,27 +11,9 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use common::data::Rng;
 use prepd::pipeline::clean::{CleaningConfig, ENGLISH_STOPWORDS, TextCleaner};
 use prepd::pipeline::tokenize::WordPieceTokenizer;
-
-/// A small seeded generator (splitmix64), so a failing case can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 const WORDS: &[&str] = &[
     "machine",

@@ -9,7 +9,7 @@ pub mod preprocess;
 pub mod problem;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
@@ -106,6 +106,3 @@ impl IntoResponse for Error {
         ApiError(self).into_response()
     }
 }
-
-/// How long a graceful stop waits for in-flight requests.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -106,6 +106,11 @@ impl TestServer {
         self.wait_job(body["id"].as_str().unwrap()).await
     }
 
+    /// POSTs a JSON body and returns the JSON answer, whatever its status.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Value {
+        self.client.post(self.url(path)).json(body).send().await.unwrap().json().await.unwrap()
+    }
+
     pub async fn job(&self, id: &str) -> Value {
         self.client.get(self.url(&format!("/jobs/{id}"))).send().await.unwrap().json().await.unwrap()
     }
