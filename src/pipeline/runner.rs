@@ -24,7 +24,7 @@ use super::preprocessor::{ClassToIndex, FittedPreprocessor};
 use super::pyunicode::UNICODE_VERSION;
 use super::sorted_runs::SortedRuns;
 use super::spec::{InputFormat, JobSpec, NullLabelPolicy, TokenizerSpec};
-use super::split::{ClassSplit, RowKey, membership_hash, order_hash};
+use super::split::{Boundary, ClassSplit, ClassTally, RowKey, membership_hash, order_hash};
 use super::tokenize::WordPieceTokenizer;
 use crate::error::{Error, InputLocation, Result};
 
@@ -74,19 +74,26 @@ pub struct JobOutcome {
 
 const NULL_LABEL_SAMPLE: usize = 20;
 
-/// What the first pass learns about every row.
+/// What the first pass learns: the input's checksum, and per class its
+/// rows and how their membership hashes spread (nothing kept per row).
 struct Scan {
     input: InputSummary,
-    /// Provisional class number of each row, `SKIPPED` for a null label.
-    class_of: Vec<u32>,
-    membership: Vec<u64>,
+    /// Data rows read, null labels included.
+    rows: u64,
+    /// Labels in order of first appearance; a label's class number is its index.
     labels: Vec<String>,
+    class_numbers: HashMap<String, u32>,
+    tallies: Vec<ClassTally>,
     null_label_rows: Vec<u64>,
     skipped: u64,
     id_column: IdColumn,
 }
 
-const SKIPPED: u32 = u32::MAX;
+impl Scan {
+    fn class_of(&self, label: Option<&str>) -> Option<u32> {
+        self.class_numbers.get(label.filter(|l| !l.is_empty())?).copied()
+    }
+}
 
 fn row_key<'a>(batch: &'a RowBatch, i: usize) -> RowKey<'a> {
     match &batch.split_keys {
@@ -124,27 +131,31 @@ fn scan(spec: &JobSpec, source: &dyn InputSource, settings: &RunSettings, observ
     let opened = ingest::open(source, spec, settings.batch_rows)?;
     let mut scan = Scan {
         input,
-        class_of: Vec::new(),
-        membership: Vec::new(),
+        rows: 0,
         labels: Vec::new(),
+        class_numbers: HashMap::new(),
+        tallies: Vec::new(),
         null_label_rows: Vec::new(),
         skipped: 0,
         id_column: if opened.columns.id.is_some() { IdColumn::Integer } else { IdColumn::Absent },
     };
-    let mut class_numbers: HashMap<String, u32> = HashMap::new();
     for batch in opened.batches {
         let batch = batch?;
         check_cancel(observer)?;
         for (i, label) in batch.labels.iter().enumerate() {
             let position = batch.first_position + i as u64;
+            scan.rows += 1;
             let class = match label.as_deref() {
-                Some(label) if !label.is_empty() => {
-                    let next = class_numbers.len() as u32;
-                    *class_numbers.entry(label.to_string()).or_insert_with(|| {
+                Some(label) if !label.is_empty() => match scan.class_numbers.get(label) {
+                    Some(&class) => class,
+                    None => {
+                        let class = scan.labels.len() as u32;
+                        scan.class_numbers.insert(label.to_string(), class);
                         scan.labels.push(label.to_string());
-                        next
-                    })
-                }
+                        scan.tallies.push(ClassTally::default());
+                        class
+                    }
+                },
                 _ => {
                     if spec.null_labels == NullLabelPolicy::Error {
                         return Err(Error::bad_input(
@@ -156,11 +167,10 @@ fn scan(spec: &JobSpec, source: &dyn InputSource, settings: &RunSettings, observ
                         scan.null_label_rows.push(position + 1);
                     }
                     scan.skipped += 1;
-                    SKIPPED
+                    continue;
                 }
             };
-            scan.class_of.push(class);
-            scan.membership.push(membership_hash(spec.seed, row_key(&batch, i)));
+            scan.tallies[class as usize].add(membership_hash(spec.seed, row_key(&batch, i)));
         }
         if let Some(ids) = &batch.ids {
             let all_integers = ids.iter().flatten().all(|id| id.trim().parse::<i64>().is_ok());
@@ -169,7 +179,7 @@ fn scan(spec: &JobSpec, source: &dyn InputSource, settings: &RunSettings, observ
             }
         }
     }
-    if scan.class_of.is_empty() {
+    if scan.rows == 0 {
         return Err(Error::bad_input(InputLocation::default(), "the input has a header but no data rows"));
     }
     if scan.labels.is_empty() {
@@ -180,34 +190,50 @@ fn scan(spec: &JobSpec, source: &dyn InputSource, settings: &RunSettings, observ
 
 /// Which rows go to validation, per class, and the class mapping.
 struct SplitPlan {
+    seed: u64,
     by_class: Vec<ClassSplit>,
-    /// Index of each provisional class in the sorted class mapping.
+    /// Index of each class number in the sorted class mapping.
     target_of_class: Vec<i64>,
     class_to_index: ClassToIndex,
 }
 
 impl SplitPlan {
-    fn fit(scan: &Scan, test_size: f64) -> Self {
-        let mut members: Vec<Vec<(u64, u64)>> = vec![Vec::new(); scan.labels.len()];
-        for (position, (&class, &hash)) in scan.class_of.iter().zip(&scan.membership).enumerate() {
-            if class != SKIPPED {
-                members[class as usize].push((hash, position as u64));
+    /// The second pass: keeps only the rows in each class's boundary bucket
+    /// and selects the exact threshold among them.
+    fn fit(
+        spec: &JobSpec,
+        source: &dyn InputSource,
+        settings: &RunSettings,
+        scan: &Scan,
+        observer: &dyn JobObserver,
+    ) -> Result<Self> {
+        let mut boundaries: Vec<Boundary> = scan.tallies.iter().map(|t| t.boundary(spec.test_size)).collect();
+        for batch in ingest::open(source, spec, settings.batch_rows)?.batches {
+            let batch = batch?;
+            check_cancel(observer)?;
+            for (i, label) in batch.labels.iter().enumerate() {
+                if let Some(class) = scan.class_of(label.as_deref()) {
+                    let hash = membership_hash(spec.seed, row_key(&batch, i));
+                    boundaries[class as usize].offer(hash, batch.first_position + i as u64);
+                }
             }
         }
-        let by_class = members.into_iter().map(|m| ClassSplit::fit(m, test_size)).collect();
+        let by_class = boundaries.into_iter().map(Boundary::finish).collect();
         // Every class keeps at least one train row, so the train split's
         // labels are all the labels.
         let mut sorted = scan.labels.clone();
         sorted.sort();
         let class_to_index: ClassToIndex = sorted.iter().enumerate().map(|(i, l)| (l.clone(), i as i64)).collect();
         let target_of_class = scan.labels.iter().map(|l| class_to_index[l]).collect();
-        Self { by_class, target_of_class, class_to_index }
+        Ok(Self { seed: spec.seed, by_class, target_of_class, class_to_index })
     }
 
-    fn is_validation(&self, scan: &Scan, position: u64) -> Option<bool> {
-        let class = scan.class_of[position as usize];
-        (class != SKIPPED)
-            .then(|| self.by_class[class as usize].is_validation(scan.membership[position as usize], position))
+    /// A row's class number and whether it goes to validation; `None` for a
+    /// row left out (null label).
+    fn side(&self, scan: &Scan, batch: &RowBatch, i: usize) -> Option<(u32, bool)> {
+        let class = scan.class_of(batch.labels[i].as_deref())?;
+        let hash = membership_hash(self.seed, row_key(batch, i));
+        Some((class, self.by_class[class as usize].is_validation(hash, batch.first_position + i as u64)))
     }
 }
 
@@ -223,11 +249,11 @@ pub fn run(
     spec.validate()?;
     observer.stage(Stage::Ingest);
     let scan = scan(spec, source, settings, observer)?;
-    let rows_total = scan.class_of.len() as u64 - scan.skipped;
+    let rows_total = scan.rows - scan.skipped;
     observer.progress(0, rows_total);
 
     observer.stage(Stage::Split);
-    let plan = SplitPlan::fit(&scan, spec.test_size);
+    let plan = SplitPlan::fit(spec, source, settings, &scan, observer)?;
 
     observer.stage(Stage::Fit);
     let cleaning = CleaningConfig {
@@ -282,13 +308,9 @@ fn train_tokenizer(
         }
     });
     let train_texts = texts.flat_map(|batch| {
-        let first = batch.first_position;
-        batch
-            .texts
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| plan.is_validation(scan, first + *i as u64) == Some(false))
-            .map(|(_, text)| cleaner.clean(&text))
+        (0..batch.len())
+            .filter(|&i| plan.side(scan, &batch, i).is_some_and(|(_, validation)| !validation))
+            .map(|i| cleaner.clean(&batch.texts[i]))
             .collect::<Vec<_>>()
     });
     let trained = WordPieceTokenizer::train(train_texts, vocab_size);
@@ -331,7 +353,7 @@ fn process(
             let mut validation_rows = Vec::new();
             for (i, text) in batch.texts.iter().enumerate() {
                 let position = batch.first_position + i as u64;
-                let Some(is_validation) = plan.is_validation(scan, position) else { continue };
+                let Some((class, is_validation)) = plan.side(scan, &batch, i) else { continue };
                 let encoded = preprocessor.encode_text(text)?;
                 if encoded.cleaned.is_empty() {
                     empty.fetch_add(1, Ordering::Relaxed);
@@ -339,7 +361,6 @@ fn process(
                 if encoded.truncated {
                     truncated.fetch_add(1, Ordering::Relaxed);
                 }
-                let class = scan.class_of[position as usize];
                 let row = ProcessedRow {
                     order: (order_hash(spec.seed, row_key(&batch, i)), position),
                     id: batch.ids.as_ref().and_then(|ids| ids[i].clone()),
@@ -374,7 +395,7 @@ fn write(
         sink.put(name, bytes)
     };
     let rows = RowCounts {
-        input: scan.class_of.len() as u64,
+        input: scan.rows,
         skipped: scan.skipped,
         train: processed.train.len(),
         validation: processed.validation.len(),

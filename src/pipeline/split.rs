@@ -7,6 +7,11 @@
 //! rows are the ones with the smallest membership hashes, ties broken by the
 //! row's position. A class that would leave train empty goes wholly to train
 //! and is reported.
+//!
+//! The threshold is found without holding the rows: one pass counts each
+//! class and histograms the top bits of its hashes ([`ClassTally`]), a second
+//! keeps only the rows of the bucket where the threshold falls and selects it
+//! exactly ([`Boundary`]).
 
 use std::hash::Hasher;
 
@@ -70,23 +75,86 @@ pub struct ClassSplit {
 }
 
 impl ClassSplit {
-    /// Fits the threshold from every `(membership hash, position)` of one class.
-    pub fn fit(mut members: Vec<(u64, u64)>, test_size: f64) -> Self {
-        let rows = members.len() as u64;
-        let validation_rows = validation_count(test_size, rows);
-        let threshold = (validation_rows > 0).then(|| {
-            let (_, first_train, _) = members.select_nth_unstable(validation_rows as usize);
-            *first_train
-        });
-        Self { rows, validation_rows, threshold }
-    }
-
     pub fn is_validation(&self, membership_hash: u64, position: u64) -> bool {
         self.threshold.is_some_and(|t| (membership_hash, position) < t)
     }
 
     pub fn too_small(&self) -> bool {
         self.validation_rows == 0
+    }
+}
+
+/// Histogram buckets: the top bits of a membership hash.
+const BUCKET_BITS: u32 = 16;
+
+fn bucket_of(hash: u64) -> usize {
+    (hash >> (64 - BUCKET_BITS)) as usize
+}
+
+/// The first streaming pass over a class: its row count and how its
+/// membership hashes spread over the buckets. Memory is per class, not per row.
+#[derive(Debug, Clone)]
+pub struct ClassTally {
+    rows: u64,
+    histogram: Vec<u64>,
+}
+
+impl Default for ClassTally {
+    fn default() -> Self {
+        Self { rows: 0, histogram: vec![0; 1 << BUCKET_BITS] }
+    }
+}
+
+impl ClassTally {
+    pub fn add(&mut self, membership_hash: u64) {
+        self.rows += 1;
+        self.histogram[bucket_of(membership_hash)] += 1;
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Where the class's first train row lies: which bucket, and its rank there.
+    pub fn boundary(&self, test_size: f64) -> Boundary {
+        let validation_rows = validation_count(test_size, self.rows);
+        let mut bucket = None;
+        if validation_rows > 0 {
+            let mut before = 0u64;
+            for (b, &count) in self.histogram.iter().enumerate() {
+                if before + count > validation_rows {
+                    bucket = Some((b, (validation_rows - before) as usize));
+                    break;
+                }
+                before += count;
+            }
+        }
+        Boundary { rows: self.rows, validation_rows, bucket, members: Vec::new() }
+    }
+}
+
+/// The second streaming pass over a class: only the rows in the boundary
+/// bucket are kept (about `n / 65536` of them), then the exact threshold is
+/// selected among them.
+#[derive(Debug, Clone)]
+pub struct Boundary {
+    rows: u64,
+    validation_rows: u64,
+    /// The bucket holding the first train row, and that row's rank in it.
+    bucket: Option<(usize, usize)>,
+    members: Vec<(u64, u64)>,
+}
+
+impl Boundary {
+    pub fn offer(&mut self, membership_hash: u64, position: u64) {
+        if self.bucket.is_some_and(|(b, _)| b == bucket_of(membership_hash)) {
+            self.members.push((membership_hash, position));
+        }
+    }
+
+    pub fn finish(mut self) -> ClassSplit {
+        let threshold = self.bucket.map(|(_, rank)| *self.members.select_nth_unstable(rank).1);
+        ClassSplit { rows: self.rows, validation_rows: self.validation_rows, threshold }
     }
 }
 
@@ -106,12 +174,38 @@ mod tests {
         assert_eq!(validation_count(0.7, 10), 7);
     }
 
+    /// Two streaming passes, as the runner makes them.
+    fn streamed(members: &[(u64, u64)], test_size: f64) -> ClassSplit {
+        let mut tally = ClassTally::default();
+        members.iter().for_each(|&(h, _)| tally.add(h));
+        let mut boundary = tally.boundary(test_size);
+        members.iter().for_each(|&(h, p)| boundary.offer(h, p));
+        boundary.finish()
+    }
+
     #[test]
-    fn class_split_takes_exactly_the_count() {
-        let members: Vec<(u64, u64)> = (0..1000u64).map(|p| (membership_hash(7, RowKey::Position(p)), p)).collect();
-        let split = ClassSplit::fit(members.clone(), 0.25);
-        let n_val = members.iter().filter(|&&(h, p)| split.is_validation(h, p)).count();
-        assert_eq!(n_val, 250);
+    fn streamed_selection_takes_exactly_the_smallest_hashes() {
+        for (n, test_size, seed) in [(1000u64, 0.25, 7), (1, 0.2, 1), (2, 0.5, 3), (70_001, 0.2, 9), (10, 0.99, 4)] {
+            let mut members: Vec<(u64, u64)> =
+                (0..n).map(|p| (membership_hash(seed, RowKey::Position(p)), p)).collect();
+            let split = streamed(&members, test_size);
+            let expected = validation_count(test_size, n);
+            let chosen = members.iter().filter(|&&(h, p)| split.is_validation(h, p)).count() as u64;
+            assert_eq!(chosen, expected, "n {n}");
+            // Exactly the `expected` smallest (hash, position) pairs.
+            members.sort_unstable();
+            for (rank, &(h, p)) in members.iter().enumerate() {
+                assert_eq!(split.is_validation(h, p), (rank as u64) < expected, "n {n} rank {rank}");
+            }
+        }
+    }
+
+    #[test]
+    fn ties_in_the_hash_break_by_position() {
+        let members: Vec<(u64, u64)> = (0..10).map(|p| (42, p)).collect();
+        let split = streamed(&members, 0.3);
+        let chosen: Vec<u64> = members.iter().filter(|&&(h, p)| split.is_validation(h, p)).map(|&(_, p)| p).collect();
+        assert_eq!(chosen, [0, 1, 2]);
     }
 
     #[test]
@@ -123,7 +217,7 @@ mod tests {
 
     #[test]
     fn single_row_class_stays_in_train() {
-        let split = ClassSplit::fit(vec![(5, 0)], 0.2);
+        let split = streamed(&[(5, 0)], 0.2);
         assert!(split.too_small());
         assert!(!split.is_validation(0, 0));
     }
