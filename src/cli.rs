@@ -104,7 +104,7 @@ pub async fn run(args: RunArgs) -> Result<Manifest> {
     let sink = out.sink(object_store::path::Path::from(""), runtime);
     let pool =
         rayon::ThreadPoolBuilder::new().num_threads(args.common.workers.max(1)).build().map_err(Error::internal)?;
-    let settings = RunSettings::new(args.common.batch_rows, cache.scratch_dir().to_path_buf());
+    let settings = RunSettings { read: args.common.read_settings(), scratch_dir: cache.scratch_dir().to_path_buf() };
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{spinner} {msg:8} [{bar:40}] {pos}/{len} rows {per_sec} eta {eta}")

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::pipeline::compression::DecompressionLimits;
+use crate::pipeline::ingest::ReadSettings;
+
 fn default_workers() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
@@ -21,12 +24,27 @@ pub struct CommonConfig {
     /// Rows per batch handed to a worker.
     #[arg(long, env = "PREPD_BATCH_ROWS", default_value_t = 8192)]
     pub batch_rows: usize,
+    /// Largest size a compressed input (`.gz`, `.zst`) may decompress to.
+    #[arg(long, env = "PREPD_MAX_DECOMPRESSED_BYTES", default_value_t = 1 << 40)]
+    pub max_decompressed_bytes: u64,
+    /// Largest expansion of a compressed input, checked past its first 64 MiB.
+    #[arg(long, env = "PREPD_MAX_COMPRESSION_RATIO", default_value_t = 250)]
+    pub max_compression_ratio: u64,
     /// The Hugging Face hub (or a mirror) that `{"pretrained": ...}` tokenizers come from.
     #[arg(long, env = "HF_ENDPOINT", default_value = "https://huggingface.co")]
     pub hf_endpoint: String,
     /// A hub token, for gated or private repositories.
     #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
     pub hf_token: Option<String>,
+}
+
+impl CommonConfig {
+    pub fn read_settings(&self) -> ReadSettings {
+        ReadSettings::new(
+            self.batch_rows,
+            DecompressionLimits { max_bytes: self.max_decompressed_bytes, max_ratio: self.max_compression_ratio },
+        )
+    }
 }
 
 #[derive(Debug, Clone, Args)]

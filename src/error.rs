@@ -30,13 +30,14 @@ impl InputLocation {
     }
 }
 
+/// " at row 3, column 'tag'", or nothing when the whole input is at fault.
 impl fmt::Display for InputLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.row, &self.column) {
-            (Some(row), Some(column)) => write!(f, "row {row}, column '{column}'"),
-            (Some(row), None) => write!(f, "row {row}"),
-            (None, Some(column)) => write!(f, "column '{column}'"),
-            (None, None) => write!(f, "input"),
+            (Some(row), Some(column)) => write!(f, " at row {row}, column '{column}'"),
+            (Some(row), None) => write!(f, " at row {row}"),
+            (None, Some(column)) => write!(f, " at column '{column}'"),
+            (None, None) => Ok(()),
         }
     }
 }
@@ -50,7 +51,7 @@ pub enum Error {
     #[error("invalid field '{field}': {reason}")]
     InvalidField { field: String, reason: String },
     /// The dataset itself is wrong at some place.
-    #[error("bad input at {location}: {reason}")]
+    #[error("bad input{location}: {reason}")]
     BadInput { location: InputLocation, reason: String },
     #[error("unsupported format: {0}")]
     UnsupportedFormat(String),

@@ -45,7 +45,7 @@ pub async fn build_state(config: &ServeConfig) -> Result<AppState> {
         config.concurrent_jobs,
         policy,
         HubClient::new(config.common.hf_endpoint.clone(), config.common.hf_token.clone()),
-        config.common.batch_rows,
+        config.common.read_settings(),
     )?;
     Ok(AppState {
         executor: Arc::new(executor),

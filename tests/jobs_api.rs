@@ -276,3 +276,48 @@ async fn formats_and_tokenizer_sources() {
     assert!(tokenizer.get("padding").is_none_or(Value::is_null));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_inputs_stream_within_caps() {
+    use std::io::Write;
+    let server = TestServer::start_with(|c| c.common.max_decompressed_bytes = 200_000).await;
+    let rows = data::course_rows(300, 17);
+    let csv = data::to_csv(&rows);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(csv.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    let zst = zstd::encode_all(std::io::Cursor::new(data::to_jsonl(&rows)), 3).unwrap();
+
+    let plain = server.run_job("d.csv", csv.clone().into_bytes(), None, Some(data::vocab())).await;
+    let gzipped = server.run_job("d.csv.gz", gz, None, Some(data::vocab())).await;
+    let zstded = server.run_job("d.jsonl.zst", zst, None, Some(data::vocab())).await;
+    for job in [&plain, &gzipped, &zstded] {
+        assert_eq!(job["status"], "succeeded", "{job}");
+    }
+    for name in ["train/part-00000.parquet", "val/part-00000.parquet"] {
+        let expected = server.artifact(plain["id"].as_str().unwrap(), name).await;
+        assert_eq!(server.artifact(gzipped["id"].as_str().unwrap(), name).await, expected, "{name}");
+        assert_eq!(server.artifact(zstded["id"].as_str().unwrap(), name).await, expected, "{name}");
+    }
+    // The manifest's checksum is the compressed input's, as uploaded.
+    let manifest: Value =
+        serde_json::from_slice(&server.artifact(gzipped["id"].as_str().unwrap(), "manifest.json").await).unwrap();
+    assert_eq!(manifest["input"]["name"], "d.csv.gz");
+
+    // Past the cap on decompressed bytes: refused at upload, naming the limit.
+    let big = data::to_csv(&data::course_rows(3000, 17));
+    assert!(big.len() > 200_000);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(big.as_bytes()).unwrap();
+    let response = server.upload("big.csv.gz", gz.finish().unwrap(), None, Some(data::vocab())).await;
+    assert_eq!(response.status(), 422);
+    let problem: Value = response.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("PREPD_MAX_DECOMPRESSED_BYTES"), "{problem}");
+
+    // A corrupt stream is answered at upload; Parquet inside gzip is refused.
+    let response = server.upload("d.csv.gz", b"not gzip".to_vec(), None, Some(data::vocab())).await;
+    assert_eq!(response.status(), 422);
+    let response = server.upload("d.parquet.gz", b"x".to_vec(), None, Some(data::vocab())).await;
+    assert_eq!(response.status(), 415);
+    server.stop().await;
+}

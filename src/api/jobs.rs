@@ -15,7 +15,7 @@ use super::problem::{ApiResult, Problem};
 use crate::error::{Error, Result};
 use crate::jobs::{JobInput, JobRecord, JobStatus};
 use crate::pipeline::artifacts::{self, ArtifactEntry, Manifest};
-use crate::pipeline::ingest;
+use crate::pipeline::ingest::{self, ReadSettings};
 use crate::pipeline::spec::{InputFormat, JobSpec, TokenizerSpec};
 use crate::pipeline::tokenize::WordPieceTokenizer;
 use crate::store::ArtifactStore;
@@ -147,7 +147,7 @@ async fn submit_upload(state: &AppState, mut multipart: Multipart) -> Result<Job
         } else if matches!(spec.tokenizer, TokenizerSpec::Uploaded { .. }) {
             return Err(Error::invalid_field("tokenizer", "'uploaded' names a tokenizer part, and there is none"));
         }
-        preflight(&store, id, &input_name, &spec).await?;
+        preflight(&store, id, &input_name, &spec, state.executor.read_settings()).await?;
         Ok((spec, input_name, tokenizer))
     }
     .await;
@@ -177,7 +177,13 @@ async fn read_small_field(mut field: axum::extract::multipart::Field<'_>, limit:
 
 /// Reads the header and the first rows, so that a wrong column, format or
 /// encoding is answered now rather than by a failed job.
-async fn preflight(store: &ArtifactStore, id: Uuid, input_name: &str, spec: &JobSpec) -> Result<()> {
+async fn preflight(
+    store: &ArtifactStore,
+    id: Uuid,
+    input_name: &str,
+    spec: &JobSpec,
+    read: ReadSettings,
+) -> Result<()> {
     let source = store.input_source(
         ArtifactStore::job_input(id, input_name),
         input_name.to_string(),
@@ -185,7 +191,7 @@ async fn preflight(store: &ArtifactStore, id: Uuid, input_name: &str, spec: &Job
     );
     let spec = spec.clone();
     tokio::task::spawn_blocking(move || -> Result<()> {
-        let mut opened = ingest::open(&source, &spec, PREFLIGHT_ROWS)?;
+        let mut opened = ingest::open(&source, &spec, ReadSettings { batch_rows: PREFLIGHT_ROWS, ..read })?;
         match opened.batches.next() {
             Some(Err(e)) => Err(e),
             None => Err(Error::bad_input(Default::default(), "the input has a header but no data rows")),

@@ -18,6 +18,7 @@ use super::sources::{HubClient, SourcePolicy, TokenizerResolver};
 use super::{Coordinator, JobError, JobRecord, JobStatus};
 use crate::error::{Error, Result};
 use crate::pipeline::artifacts::SplitCounts;
+use crate::pipeline::ingest::ReadSettings;
 use crate::pipeline::runner::{self, JobObserver, RunSettings, Stage};
 use crate::store::ArtifactStore;
 
@@ -80,9 +81,9 @@ impl JobExecutor {
         concurrent_jobs: usize,
         policy: SourcePolicy,
         hub: HubClient,
-        batch_rows: usize,
+        read: ReadSettings,
     ) -> Result<Self> {
-        let settings = RunSettings::new(batch_rows, store.scratch_dir().to_path_buf());
+        let settings = RunSettings { read, scratch_dir: store.scratch_dir().to_path_buf() };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(workers.max(1))
             .thread_name(|n| format!("prepd-worker-{n}"))
@@ -99,6 +100,11 @@ impl JobExecutor {
             running: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
         })
+    }
+
+    /// How this executor reads inputs (batch size, decompression caps).
+    pub fn read_settings(&self) -> ReadSettings {
+        self.settings.read
     }
 
     pub fn store(&self) -> &ArtifactStore {

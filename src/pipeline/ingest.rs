@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use polars::prelude::*;
 
+use super::compression::{DecompressionLimits, decompress};
 use super::spec::{InputFormat, JobSpec};
 use crate::error::{Error, InputLocation, Result};
 
@@ -103,13 +104,29 @@ pub struct OpenedInput {
     pub batches: BatchStream,
 }
 
-/// Opens `source` for one pass over its rows in batches of about `batch_rows`.
-pub fn open(source: &dyn InputSource, spec: &JobSpec, batch_rows: usize) -> Result<OpenedInput> {
-    let format = InputFormat::resolve(spec.format, source.name())?;
+/// How an input is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadSettings {
+    /// Rows per batch.
+    pub batch_rows: usize,
+    pub decompression: DecompressionLimits,
+}
+
+impl ReadSettings {
+    pub fn new(batch_rows: usize, decompression: DecompressionLimits) -> Self {
+        Self { batch_rows: batch_rows.max(1), decompression }
+    }
+}
+
+/// Opens `source` for one pass over its rows in batches.
+pub fn open(source: &dyn InputSource, spec: &JobSpec, read: ReadSettings) -> Result<OpenedInput> {
+    let (format, compression) = InputFormat::resolve(spec.format, source.name())?;
+    let stream =
+        || -> Result<Box<dyn Read + Send>> { Ok(decompress(source.open()?, compression, read.decompression)?) };
     match format {
-        InputFormat::Csv => open_csv(source.open()?, spec, batch_rows),
-        InputFormat::Parquet => open_parquet(source.local_file()?, spec, batch_rows),
-        InputFormat::Jsonl => open_jsonl(source.open()?, spec, batch_rows),
+        InputFormat::Csv => open_csv(stream()?, spec, read.batch_rows),
+        InputFormat::Parquet => open_parquet(source.local_file()?, spec, read.batch_rows),
+        InputFormat::Jsonl => open_jsonl(stream()?, spec, read.batch_rows),
     }
 }
 
@@ -487,7 +504,9 @@ mod tests {
 
     fn read_all(data: &str, name: &'static str, batch_rows: usize) -> Result<Vec<RowBatch>> {
         let source = Bytes(data.as_bytes().to_vec(), name);
-        open(&source, &JobSpec::default(), batch_rows)?.batches.collect()
+        open(&source, &JobSpec::default(), ReadSettings::new(batch_rows, DecompressionLimits::default()))?
+            .batches
+            .collect()
     }
 
     const CSV: &str = "id,title,description,tag\n1,A,\"multi\nline, with \"\"quotes\"\"\",x\n2,B,,y\n3,C,d,\n";
@@ -517,7 +536,8 @@ mod tests {
         let err = read_all("", "d.csv", 10).unwrap_err();
         assert!(matches!(err, Error::BadInput { .. }));
         let bad = Bytes(b"id,title,description,tag\n1,a,b,x\n2,\xff,b,x\n".to_vec(), "d.csv");
-        let err = open(&bad, &JobSpec::default(), 10).unwrap().batches.collect::<Result<Vec<_>>>().unwrap_err();
+        let read = ReadSettings::new(10, DecompressionLimits::default());
+        let err = open(&bad, &JobSpec::default(), read).unwrap().batches.collect::<Result<Vec<_>>>().unwrap_err();
         assert!(matches!(err, Error::BadInput { location: InputLocation { row: Some(2), .. }, .. }), "{err:?}");
     }
 

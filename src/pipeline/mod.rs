@@ -3,6 +3,7 @@
 
 pub mod artifacts;
 pub mod clean;
+pub mod compression;
 pub mod ingest;
 pub mod preprocessor;
 pub mod pyunicode;

@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 
 use super::artifacts::*;
 use super::clean::{CleaningConfig, TextCleaner, default_stopwords};
-use super::ingest::{self, InputSource, RowBatch};
+use super::ingest::{self, InputSource, ReadSettings, RowBatch};
 use super::preprocessor::{ClassToIndex, FittedPreprocessor};
 use super::pyunicode::UNICODE_VERSION;
 use super::sorted_runs::SortedRuns;
@@ -55,16 +55,10 @@ pub enum TokenizerPlan {
 
 #[derive(Debug, Clone)]
 pub struct RunSettings {
-    /// Rows per batch handed to a worker.
-    pub batch_rows: usize,
+    /// Batch size (a batch is what a worker takes) and decompression caps.
+    pub read: ReadSettings,
     /// Where processed rows wait, in sorted runs, to be written in order.
     pub scratch_dir: PathBuf,
-}
-
-impl RunSettings {
-    pub fn new(batch_rows: usize, scratch_dir: PathBuf) -> Self {
-        Self { batch_rows: batch_rows.max(1), scratch_dir }
-    }
 }
 
 pub struct JobOutcome {
@@ -126,9 +120,9 @@ fn input_summary(source: &dyn InputSource, format: InputFormat, observer: &dyn J
 }
 
 fn scan(spec: &JobSpec, source: &dyn InputSource, settings: &RunSettings, observer: &dyn JobObserver) -> Result<Scan> {
-    let format = InputFormat::resolve(spec.format, source.name())?;
+    let (format, _) = InputFormat::resolve(spec.format, source.name())?;
     let input = input_summary(source, format, observer)?;
-    let opened = ingest::open(source, spec, settings.batch_rows)?;
+    let opened = ingest::open(source, spec, settings.read)?;
     let mut scan = Scan {
         input,
         rows: 0,
@@ -208,7 +202,7 @@ impl SplitPlan {
         observer: &dyn JobObserver,
     ) -> Result<Self> {
         let mut boundaries: Vec<Boundary> = scan.tallies.iter().map(|t| t.boundary(spec.test_size)).collect();
-        for batch in ingest::open(source, spec, settings.batch_rows)?.batches {
+        for batch in ingest::open(source, spec, settings.read)?.batches {
             let batch = batch?;
             check_cancel(observer)?;
             for (i, label) in batch.labels.iter().enumerate() {
@@ -298,7 +292,7 @@ fn train_tokenizer(
     vocab_size: usize,
 ) -> Result<WordPieceTokenizer> {
     let cleaner = TextCleaner::new(cleaning.clone());
-    let opened = ingest::open(source, spec, settings.batch_rows)?;
+    let opened = ingest::open(source, spec, settings.read)?;
     let failure: Mutex<Option<Error>> = Mutex::new(None);
     let texts = opened.batches.map_while(|batch| match batch {
         Ok(batch) => Some(batch),
@@ -339,7 +333,7 @@ fn process(
     pool: &rayon::ThreadPool,
     rows_total: u64,
 ) -> Result<Processed> {
-    let opened = ingest::open(source, spec, settings.batch_rows)?;
+    let opened = ingest::open(source, spec, settings.read)?;
     let train = SortedRuns::new(&settings.scratch_dir, "train")?;
     let validation = SortedRuns::new(&settings.scratch_dir, "val")?;
     let rows_done = AtomicU64::new(0);

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::compression::Compression;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -35,13 +36,21 @@ impl InputFormat {
         }
     }
 
-    /// The spec's format if given, else the file name's.
-    pub fn resolve(explicit: Option<Self>, file_name: &str) -> Result<Self> {
-        explicit.or_else(|| Self::from_file_name(file_name)).ok_or_else(|| {
+    /// The spec's format if given, else the file name's (through a `.gz`
+    /// or `.zst` suffix), and the input's compression.
+    pub fn resolve(explicit: Option<Self>, file_name: &str) -> Result<(Self, Compression)> {
+        let (compression, stem) = Compression::split_name(file_name);
+        let format = explicit.or_else(|| Self::from_file_name(stem)).ok_or_else(|| {
             Error::UnsupportedFormat(format!(
-                "cannot tell the format of '{file_name}': name it .csv, .parquet or .jsonl, or set \"format\" in the spec"
+                "cannot tell the format of '{file_name}': name it .csv, .parquet or .jsonl (optionally .gz or .zst), or set \"format\" in the spec"
             ))
-        })
+        })?;
+        if format == Self::Parquet && compression != Compression::None {
+            return Err(Error::UnsupportedFormat(format!(
+                "'{file_name}': Parquet compresses its own pages; send the .parquet file as it is"
+            )));
+        }
+        Ok((format, compression))
     }
 }
 
