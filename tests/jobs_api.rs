@@ -321,3 +321,52 @@ async fn compressed_inputs_stream_within_caps() {
     assert_eq!(response.status(), 415);
     server.stop().await;
 }
+
+/// Rows appended to a dataset and the job run again with `split_key: "id"`:
+/// in exact mode a few existing rows change side (the per-class boundary
+/// moves); in stable mode none do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appended_rows_keep_their_side_in_stable_mode() {
+    use std::collections::BTreeSet;
+    let server = TestServer::start().await;
+    let before = data::course_rows(2000, 23);
+    let after = data::course_rows(2500, 23);
+    assert_eq!(before.last().unwrap().id, after[1999].id);
+    let old_ids: BTreeSet<i64> = before.iter().map(|r| r.id as i64).collect();
+    let validation_ids = |bytes: Vec<u8>| -> BTreeSet<i64> {
+        read_parquet(&bytes).column("id").unwrap().i64().unwrap().into_no_null_iter().collect()
+    };
+    for mode in ["exact", "stable"] {
+        let spec = json!({"split_key": "id", "split_mode": mode});
+        let first =
+            server.run_job("d.csv", data::to_csv(&before).into_bytes(), Some(spec.clone()), Some(data::vocab())).await;
+        let second = server.run_job("d.csv", data::to_csv(&after).into_bytes(), Some(spec), Some(data::vocab())).await;
+        assert_eq!(second["status"], "succeeded", "{second}");
+        let was = validation_ids(server.artifact(first["id"].as_str().unwrap(), "val/part-00000.parquet").await);
+        let now: BTreeSet<i64> =
+            validation_ids(server.artifact(second["id"].as_str().unwrap(), "val/part-00000.parquet").await)
+                .intersection(&old_ids)
+                .copied()
+                .collect();
+        let changed = was.symmetric_difference(&now).count();
+        println!("{mode}: {changed} of {} existing rows changed side after appending 500", old_ids.len());
+        let validation = second["counts"]["validation"].as_u64().unwrap();
+        if mode == "stable" {
+            assert_eq!(changed, 0);
+            assert!((430..570).contains(&validation), "{validation}");
+        } else {
+            assert!(changed <= 500, "{changed}");
+            let expected: u64 = second["classes"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|c| {
+                    let n = c["train"].as_u64().unwrap() + c["validation"].as_u64().unwrap();
+                    (0.2 * n as f64).ceil() as u64
+                })
+                .sum();
+            assert_eq!(validation, expected);
+        }
+    }
+    server.stop().await;
+}

@@ -201,7 +201,8 @@ impl SplitPlan {
         scan: &Scan,
         observer: &dyn JobObserver,
     ) -> Result<Self> {
-        let mut boundaries: Vec<Boundary> = scan.tallies.iter().map(|t| t.boundary(spec.test_size)).collect();
+        let mut boundaries: Vec<Boundary> =
+            scan.tallies.iter().map(|t| t.boundary(spec.test_size, spec.split_mode)).collect();
         for batch in ingest::open(source, spec, settings.read)?.batches {
             let batch = batch?;
             check_cancel(observer)?;

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::compression::Compression;
+use super::split::SplitMode;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -121,6 +122,9 @@ pub struct JobSpec {
     /// A column whose value keys a row's split side and order; unset: the
     /// row's position in the input.
     pub split_key: Option<String>,
+    /// `exact` (per class `ceil(test_size * n)`) or `stable` (no row changes
+    /// side when rows are appended; counts exact only on average).
+    pub split_mode: SplitMode,
     /// Truncate token sequences to this many tokens, `[CLS]` and `[SEP]` included.
     pub max_length: Option<usize>,
     pub tokenizer: TokenizerSpec,
@@ -141,6 +145,7 @@ impl Default for JobSpec {
             test_size: 0.2,
             seed: 1234,
             split_key: None,
+            split_mode: SplitMode::Exact,
             max_length: None,
             tokenizer: TokenizerSpec::default(),
             cleaning: CleaningOptions::default(),

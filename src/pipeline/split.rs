@@ -15,7 +15,9 @@
 
 use std::hash::Hasher;
 
+use serde::{Deserialize, Serialize};
 use siphasher::sip::SipHasher13;
+use utoipa::ToSchema;
 
 /// The key that identifies a row for hashing: its position in the input, or
 /// the value of the spec's `split_key` column.
@@ -79,6 +81,8 @@ impl ClassSplit {
         self.threshold.is_some_and(|t| (membership_hash, position) < t)
     }
 
+    /// No row of the class went to validation (in exact mode: too few rows
+    /// to leave train one after taking `ceil(test_size * n)`).
     pub fn too_small(&self) -> bool {
         self.validation_rows == 0
     }
@@ -115,8 +119,22 @@ impl ClassTally {
         self.rows
     }
 
+    /// What the second pass must look for in this class, in `mode`.
+    pub fn boundary(&self, test_size: f64, mode: SplitMode) -> Boundary {
+        match mode {
+            SplitMode::Exact => self.exact_boundary(test_size),
+            SplitMode::Stable => Boundary {
+                rows: self.rows,
+                validation_rows: 0,
+                bucket: None,
+                members: Vec::new(),
+                stable_cut: Some(stable_cut(test_size)),
+            },
+        }
+    }
+
     /// Where the class's first train row lies: which bucket, and its rank there.
-    pub fn boundary(&self, test_size: f64) -> Boundary {
+    fn exact_boundary(&self, test_size: f64) -> Boundary {
         let validation_rows = validation_count(test_size, self.rows);
         let mut bucket = None;
         if validation_rows > 0 {
@@ -129,8 +147,27 @@ impl ClassTally {
                 before += count;
             }
         }
-        Boundary { rows: self.rows, validation_rows, bucket, members: Vec::new() }
+        Boundary { rows: self.rows, validation_rows, bucket, members: Vec::new(), stable_cut: None }
     }
+}
+
+/// How rows are assigned to validation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitMode {
+    /// Per class exactly `ceil(test_size * n)` rows: those with the smallest
+    /// keyed hashes. Adding rows moves the boundary, so some rows change side.
+    #[default]
+    Exact,
+    /// A row is in validation when its keyed hash is below `test_size` of the
+    /// hash range: no row ever changes side as rows are added (with a
+    /// `split_key`), and per-class counts are `test_size * n` only on average.
+    Stable,
+}
+
+/// The hash below which a row goes to validation in stable mode.
+fn stable_cut(test_size: f64) -> u64 {
+    (test_size * 2f64.powi(64)).min(u64::MAX as f64) as u64
 }
 
 /// The second streaming pass over a class: only the rows in the boundary
@@ -143,16 +180,29 @@ pub struct Boundary {
     /// The bucket holding the first train row, and that row's rank in it.
     bucket: Option<(usize, usize)>,
     members: Vec<(u64, u64)>,
+    /// Stable mode: the fixed hash cut; the pass counts the rows below it.
+    stable_cut: Option<u64>,
 }
 
 impl Boundary {
     pub fn offer(&mut self, membership_hash: u64, position: u64) {
-        if self.bucket.is_some_and(|(b, _)| b == bucket_of(membership_hash)) {
+        if let Some(cut) = self.stable_cut {
+            self.validation_rows += u64::from(membership_hash < cut);
+        } else if self.bucket.is_some_and(|(b, _)| b == bucket_of(membership_hash)) {
             self.members.push((membership_hash, position));
         }
     }
 
     pub fn finish(mut self) -> ClassSplit {
+        if let Some(cut) = self.stable_cut {
+            // A class that would leave train empty stays wholly in train, as in exact mode.
+            let whole_class = self.validation_rows == self.rows;
+            return ClassSplit {
+                rows: self.rows,
+                validation_rows: if whole_class { 0 } else { self.validation_rows },
+                threshold: (!whole_class && self.validation_rows > 0).then_some((cut, 0)),
+            };
+        }
         let threshold = self.bucket.map(|(_, rank)| *self.members.select_nth_unstable(rank).1);
         ClassSplit { rows: self.rows, validation_rows: self.validation_rows, threshold }
     }
@@ -178,7 +228,7 @@ mod tests {
     fn streamed(members: &[(u64, u64)], test_size: f64) -> ClassSplit {
         let mut tally = ClassTally::default();
         members.iter().for_each(|&(h, _)| tally.add(h));
-        let mut boundary = tally.boundary(test_size);
+        let mut boundary = tally.boundary(test_size, SplitMode::Exact);
         members.iter().for_each(|&(h, p)| boundary.offer(h, p));
         boundary.finish()
     }
@@ -206,6 +256,22 @@ mod tests {
         let split = streamed(&members, 0.3);
         let chosen: Vec<u64> = members.iter().filter(|&&(h, p)| split.is_validation(h, p)).map(|&(_, p)| p).collect();
         assert_eq!(chosen, [0, 1, 2]);
+    }
+
+    #[test]
+    fn stable_mode_cuts_the_hash_range() {
+        let members: Vec<(u64, u64)> = (0..20_000u64).map(|p| (membership_hash(5, RowKey::Position(p)), p)).collect();
+        let mut tally = ClassTally::default();
+        members.iter().for_each(|&(h, _)| tally.add(h));
+        let mut boundary = tally.boundary(0.2, SplitMode::Stable);
+        members.iter().for_each(|&(h, p)| boundary.offer(h, p));
+        let split = boundary.finish();
+        let chosen = members.iter().filter(|&&(h, p)| split.is_validation(h, p)).count() as u64;
+        assert_eq!(chosen, split.validation_rows);
+        assert!((3700..4300).contains(&chosen), "{chosen}");
+        for &(h, p) in &members {
+            assert_eq!(split.is_validation(h, p), h < stable_cut(0.2));
+        }
     }
 
     #[test]
