@@ -43,6 +43,8 @@ async fn upload_to_artifacts_to_preprocess() {
     assert_eq!(job["stage"], "done");
     assert_eq!(job["progress"]["rows_done"], 700);
     assert_eq!(job["progress"]["rows_total"], 700);
+    assert!(job["progress"]["rows_per_second"].as_f64().unwrap() > 0.0, "{job}");
+    assert_eq!(job["progress"]["eta_seconds"], 0.0);
     assert!(job["timings"]["total_seconds"].as_f64().unwrap() > 0.0);
     for stage in ["ingest", "split", "fit", "process", "write"] {
         assert!(job["timings"]["stages"][stage].is_number(), "{stage} timing: {job}");

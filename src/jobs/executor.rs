@@ -36,6 +36,8 @@ struct RunningJob {
     record: Mutex<JobRecord>,
     cancel: AtomicBool,
     stage_started: Mutex<Instant>,
+    /// When the first row count was reported: the start of the rate.
+    progress_started: Mutex<Option<Instant>>,
 }
 
 impl JobObserver for RunningJob {
@@ -51,9 +53,16 @@ impl JobObserver for RunningJob {
     }
 
     fn progress(&self, rows_done: u64, rows_total: u64) {
+        let started = *self.progress_started.lock().unwrap().get_or_insert_with(Instant::now);
+        let elapsed = started.elapsed().as_secs_f64();
         let mut record = self.record.lock().unwrap();
         record.progress.rows_done = rows_done;
         record.progress.rows_total = Some(rows_total);
+        if rows_done > 0 && elapsed > 0.0 {
+            let rate = rows_done as f64 / elapsed;
+            record.progress.rows_per_second = Some(rate);
+            record.progress.eta_seconds = Some(rows_total.saturating_sub(rows_done) as f64 / rate);
+        }
     }
 
     fn is_cancelled(&self) -> bool {
@@ -146,6 +155,7 @@ impl JobExecutor {
             record: Mutex::new(record.clone()),
             cancel: AtomicBool::new(false),
             stage_started: Mutex::new(Instant::now()),
+            progress_started: Mutex::new(None),
         });
         self.running.lock().unwrap().insert(record.id, job.clone());
         metrics::counter!("prepd_jobs_submitted_total").increment(1);

@@ -52,6 +52,12 @@ pub struct Progress {
     pub rows_done: u64,
     /// Known once the input has been scanned.
     pub rows_total: Option<u64>,
+    /// Rows cleaned and tokenized per second since processing began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_per_second: Option<f64>,
+    /// Seconds left at that rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
