@@ -11,8 +11,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::CommonConfig;
 use crate::error::{Error, Result};
+use crate::jobs::glob;
 use crate::jobs::sources::{HubClient, SourcePolicy, TokenizerResolver};
 use crate::pipeline::artifacts::Manifest;
+use crate::pipeline::ingest::InputSource;
 use crate::pipeline::runner::{self, JobObserver, RunSettings, Stage};
 use crate::pipeline::spec::{JobSpec, TokenizerSpec};
 use crate::pipeline::tokenize::WordPieceTokenizer;
@@ -56,16 +58,35 @@ impl JobObserver for ProgressObserver {
     }
 }
 
+/// A local path (which may hold a glob) as a `file://` URI; a URI as it is.
 fn as_uri(input: &str) -> Result<String> {
     let has_scheme =
         input.split_once("://").is_some_and(|(scheme, _)| scheme.chars().all(|c| c.is_ascii_alphanumeric()));
     if has_scheme {
         return Ok(input.to_string());
     }
-    let path = std::fs::canonicalize(input).map_err(|e| Error::not_found(format!("input {input} ({e})")))?;
-    url::Url::from_file_path(&path)
+    // Only the part before a pattern must exist.
+    let (existing, pattern) = match glob::pattern_start(input) {
+        Some(at) => input.split_at(at),
+        None => (input, ""),
+    };
+    let existing = if existing.is_empty() { "." } else { existing };
+    let path = std::fs::canonicalize(existing).map_err(|e| Error::not_found(format!("input {input} ({e})")))?;
+    let mut uri = url::Url::from_file_path(&path)
         .map(|u| u.to_string())
-        .map_err(|_| Error::invalid_field("input", "not a usable path"))
+        .map_err(|_| Error::invalid_field("input", "not a usable path"))?;
+    if !pattern.is_empty() {
+        if !uri.ends_with('/') {
+            uri.push('/');
+        }
+        uri.push_str(pattern);
+    }
+    Ok(uri)
+}
+
+fn create_dir(dir: &std::path::Path) -> Result<&std::path::Path> {
+    std::fs::create_dir_all(dir)?;
+    Ok(dir)
 }
 
 pub async fn run(args: RunArgs) -> Result<Manifest> {
@@ -76,7 +97,8 @@ pub async fn run(args: RunArgs) -> Result<Manifest> {
     let uri = as_uri(&args.input)?;
     // The command line reads what its user can read.
     let policy = SourcePolicy { allow_all: true, ..SourcePolicy::default() };
-    let object = policy.open(&uri).await?;
+    let remote = policy.open_dataset(&uri).await?;
+    remote.check_formats(spec.format)?;
     let cache = ArtifactStore::local(&args.common.data_dir)?;
     let uploaded = match &args.tokenizer {
         Some(path) => {
@@ -93,18 +115,31 @@ pub async fn run(args: RunArgs) -> Result<Manifest> {
 
     let out = ArtifactStore::local(&args.out)?;
     let runtime = tokio::runtime::Handle::current();
-    let source = StoreInput::new(
-        object.store,
-        object.path,
-        object.name,
-        object.local_path,
-        cache.scratch_dir().to_path_buf(),
-        runtime.clone(),
-    );
+    let dataset: Vec<Box<dyn InputSource>> = remote
+        .files
+        .into_iter()
+        .map(|file| {
+            let source = StoreInput::new(
+                remote.store.clone(),
+                file.path,
+                file.name,
+                file.local_path,
+                cache.scratch_dir().to_path_buf(),
+                runtime.clone(),
+            );
+            Box::new(source) as Box<dyn InputSource>
+        })
+        .collect();
     let sink = out.sink(object_store::path::Path::from(""), runtime);
     let pool =
         rayon::ThreadPoolBuilder::new().num_threads(args.common.workers.max(1)).build().map_err(Error::internal)?;
-    let settings = RunSettings { read: args.common.read_settings(), scratch_dir: cache.scratch_dir().to_path_buf() };
+    // A one-shot run keeps its partitions only while it runs.
+    let work_dir = tempfile::Builder::new().prefix("run-").tempdir_in(create_dir(cache.scratch_dir())?)?;
+    let settings = RunSettings {
+        read: args.common.read_settings(),
+        partition_rows: args.common.partition_rows,
+        work_dir: work_dir.path().to_path_buf(),
+    };
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{spinner} {msg:8} [{bar:40}] {pos}/{len} rows {per_sec} eta {eta}")
@@ -114,9 +149,10 @@ pub async fn run(args: RunArgs) -> Result<Manifest> {
     bar.enable_steady_tick(Duration::from_millis(200));
     let observer = Arc::new(ProgressObserver { bar: bar.clone() });
     let outcome = tokio::task::spawn_blocking(move || {
-        runner::run(&spec, &source, tokenizer, &sink, observer.as_ref(), &pool, &settings)
+        runner::run(&spec, &dataset, tokenizer, &sink, observer.as_ref(), &pool, &settings)
     })
     .await?;
     bar.finish_and_clear();
+    drop(work_dir);
     Ok(outcome?.manifest)
 }

@@ -24,6 +24,11 @@ pub struct CommonConfig {
     /// Rows per batch handed to a worker.
     #[arg(long, env = "PREPD_BATCH_ROWS", default_value_t = 8192)]
     pub batch_rows: usize,
+    /// Input rows per partition: the unit of work a job finishes and keeps,
+    /// so that a job cut off mid-way resumes from its finished partitions.
+    /// Memory grows with it (a partition's rows are sorted in memory).
+    #[arg(long, env = "PREPD_PARTITION_ROWS", default_value_t = 100_000)]
+    pub partition_rows: u64,
     /// Largest size a compressed input (`.gz`, `.zst`) may decompress to.
     #[arg(long, env = "PREPD_MAX_DECOMPRESSED_BYTES", default_value_t = 1 << 40)]
     pub max_decompressed_bytes: u64,

@@ -9,9 +9,12 @@ use serde::Serialize;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Where in the input a problem is: a 1-based data row (the header is not
-/// counted), a column, or both.
+/// counted), a column, or both; in a multi-file dataset, the file too (the
+/// row is then the file's own).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct InputLocation {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub row: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -20,19 +23,22 @@ pub struct InputLocation {
 
 impl InputLocation {
     pub fn row(row: u64) -> Self {
-        Self { row: Some(row), column: None }
+        Self { row: Some(row), ..Self::default() }
     }
     pub fn column(column: impl Into<String>) -> Self {
-        Self { row: None, column: Some(column.into()) }
+        Self { column: Some(column.into()), ..Self::default() }
     }
     pub fn cell(row: u64, column: impl Into<String>) -> Self {
-        Self { row: Some(row), column: Some(column.into()) }
+        Self { row: Some(row), column: Some(column.into()), ..Self::default() }
     }
 }
 
-/// " at row 3, column 'tag'", or nothing when the whole input is at fault.
+/// " in file 'b.csv' at row 3, column 'tag'", or nothing when the whole input is at fault.
 impl fmt::Display for InputLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, " in file '{file}'")?;
+        }
         match (&self.row, &self.column) {
             (Some(row), Some(column)) => write!(f, " at row {row}, column '{column}'"),
             (Some(row), None) => write!(f, " at row {row}"),
@@ -124,6 +130,17 @@ impl Error {
 
     pub fn internal(err: impl fmt::Display) -> Self {
         Error::Internal(err.to_string())
+    }
+
+    /// Names the dataset file a bad-input error is about.
+    pub fn in_file(self, file: &str) -> Self {
+        match self {
+            Error::BadInput { mut location, reason } => {
+                location.file = Some(file.to_string());
+                Error::BadInput { location, reason }
+            }
+            other => other,
+        }
     }
 }
 

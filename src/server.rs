@@ -12,7 +12,7 @@ use crate::api::{self, AppState, Limits};
 use crate::config::ServeConfig;
 use crate::error::{Error, Result};
 use crate::jobs::sources::{HubClient, SourcePolicy};
-use crate::jobs::{Coordinator, JobExecutor, LocalCoordinator};
+use crate::jobs::{Coordinator, ExecutorSettings, JobExecutor, LocalCoordinator};
 use crate::store::ArtifactStore;
 
 /// The process-wide Prometheus recorder (one per process, however many servers).
@@ -41,14 +41,19 @@ pub async fn build_state(config: &ServeConfig) -> Result<AppState> {
     let executor = JobExecutor::new(
         store,
         coordinator,
-        config.common.workers,
-        config.concurrent_jobs,
         policy,
         HubClient::new(config.common.hf_endpoint.clone(), config.common.hf_token.clone()),
-        config.common.read_settings(),
+        ExecutorSettings {
+            workers: config.common.workers,
+            concurrent_jobs: config.concurrent_jobs,
+            read: config.common.read_settings(),
+            partition_rows: config.common.partition_rows,
+        },
     )?;
+    let executor = Arc::new(executor);
+    executor.resume_unfinished().await?;
     Ok(AppState {
-        executor: Arc::new(executor),
+        executor,
         preprocessors: api::preprocess::PreprocessorCache::new(config.preprocessor_cache),
         metrics: metrics_handle(),
         limits: Limits {
@@ -60,8 +65,8 @@ pub async fn build_state(config: &ServeConfig) -> Result<AppState> {
 }
 
 /// Serves on `listener` until `stop` completes, then stops taking requests,
-/// lets in-flight ones finish, and stops running jobs (they end failed as
-/// interrupted, never as succeeded).
+/// lets in-flight ones finish, and stops running jobs (they go back to
+/// `queued`, never to succeeded, and the next start resumes them).
 pub async fn serve(
     config: ServeConfig,
     listener: TcpListener,

@@ -2,13 +2,18 @@
 //!
 //! ```text
 //! jobs/{id}/job.json               the job record (local coordinator)
-//! jobs/{id}/input/{file name}      the dataset as uploaded or fetched
+//! jobs/{id}/input/files/{name}     the dataset's files, as uploaded or fetched
+//! jobs/{id}/input/files.json       their names in row order, written once all are in
 //! jobs/{id}/input/tokenizer        an uploaded tokenizer
 //! jobs/{id}/{artifact}             train/part-*.parquet, val/part-*.parquet,
 //!                                  class_to_index.json, preprocessor.json,
 //!                                  tokenizer.json, report.json, manifest.json (last)
 //! cache/hf/{repo}/{revision}/{file} tokenizers fetched from the hub
 //! ```
+//!
+//! Beside the store, on local disk: `{scratch}/jobs/{id}/`, a running job's
+//! work directory (its finished partitions, kept until the job ends so that
+//! a job cut off by a stop or a crash resumes from them).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -64,8 +69,23 @@ impl ArtifactStore {
         Path::from(format!("jobs/{id}/job.json"))
     }
 
-    pub fn job_input(id: Uuid, file_name: &str) -> Path {
-        Path::from(format!("jobs/{id}/input/{file_name}"))
+    /// A dataset file; `name` may hold `/` (a multi-file source's sub-paths).
+    pub fn job_input_file(id: Uuid, name: &str) -> Path {
+        Path::from(format!("jobs/{id}/input/files/{name}"))
+    }
+
+    /// The names of the dataset's files, once all are stored.
+    pub fn job_input_list(id: Uuid) -> Path {
+        Path::from(format!("jobs/{id}/input/files.json"))
+    }
+
+    pub fn job_uploaded_tokenizer(id: Uuid) -> Path {
+        Path::from(format!("jobs/{id}/input/tokenizer"))
+    }
+
+    /// A job's work directory, on local disk.
+    pub fn job_work_dir(&self, id: Uuid) -> PathBuf {
+        self.scratch.join("jobs").join(id.to_string())
     }
 
     pub fn job_artifact(id: Uuid, name: &str) -> Path {
@@ -174,6 +194,25 @@ impl ArtifactStore {
     pub fn input_source(&self, path: Path, name: String, runtime: Handle) -> StoreInput {
         let local_file = self.local_root.as_ref().map(|root| root.join(path.as_ref()));
         StoreInput::new(self.store.clone(), path, name, local_file, self.scratch.clone(), runtime)
+    }
+
+    /// Records the names of a job's stored dataset files, in row order.
+    pub async fn put_input_list(&self, id: Uuid, names: &[String]) -> Result<()> {
+        self.put(&Self::job_input_list(id), serde_json::to_vec(names).map_err(Error::internal)?).await
+    }
+
+    /// A job's stored dataset, or `None` when its files are not all in yet.
+    pub async fn stored_dataset(&self, id: Uuid, runtime: Handle) -> Result<Option<Vec<Box<dyn InputSource>>>> {
+        let Some(bytes) = self.get_opt(&Self::job_input_list(id)).await? else { return Ok(None) };
+        let names: Vec<String> = serde_json::from_slice(&bytes).map_err(Error::internal)?;
+        let dataset = names
+            .into_iter()
+            .map(|name| {
+                let source = self.input_source(Self::job_input_file(id, &name), name, runtime.clone());
+                Box::new(source) as Box<dyn InputSource>
+            })
+            .collect();
+        Ok(Some(dataset))
     }
 
     /// Writes a job's artifacts under `prefix`, synchronously.

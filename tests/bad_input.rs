@@ -100,7 +100,7 @@ async fn null_labels_and_tiny_classes_follow_the_documented_policy() {
     let p = problem(server.client.get(server.url(&format!("/jobs/{id}/artifacts"))).send().await.unwrap(), 409).await;
     assert!(detail(&p).contains("failed"), "{p}");
     // A failed job keeps its input.
-    assert!(server.data_dir.path().join(format!("jobs/{id}/input/d.csv")).exists());
+    assert!(server.data_dir.path().join(format!("jobs/{id}/input/files/d.csv")).exists());
 
     // "skip": left out and reported.
     let skipped = server.run_job("d.csv", body, Some(json!({"null_labels": "skip"})), Some(data::vocab())).await;

@@ -1,6 +1,7 @@
 //! The binary: `prepd run` writes the service's artifacts byte for byte, at
-//! any worker count or batch size; `prepd serve` fails (never succeeds) a
-//! job cut off by SIGKILL or SIGTERM, as seen after a restart.
+//! any worker count, batch or partition size, from one file or many; `prepd
+//! serve` resumes a job cut off by SIGKILL or SIGTERM after a restart and
+//! ends with the bytes of an uninterrupted run.
 
 mod common;
 
@@ -35,24 +36,45 @@ fn files_under(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     files
 }
 
-fn prepd_run(input: &Path, out: &Path, config: &Path, vocab: &Path, workers: &str, batch_rows: &str) {
+fn assert_same_files(expected: &BTreeMap<String, Vec<u8>>, actual: &BTreeMap<String, Vec<u8>>, what: &str) {
+    assert_eq!(expected.keys().collect::<Vec<_>>(), actual.keys().collect::<Vec<_>>(), "{what}");
+    for (name, bytes) in expected {
+        assert!(actual[name] == *bytes, "{name} differs: {what}");
+    }
+}
+
+/// `prepd run` with these settings; returns the files it wrote.
+fn prepd_run(
+    input: &str,
+    out: &Path,
+    config: &Path,
+    vocab: &Path,
+    settings: &[(&str, &str)],
+) -> BTreeMap<String, Vec<u8>> {
     let output = Command::new(PREPD)
-        .args(["run", "--input"])
-        .arg(input)
+        .args(["run", "--input", input])
         .arg("--out")
         .arg(out)
         .arg("--config")
         .arg(config)
         .arg("--tokenizer")
         .arg(vocab)
-        .env("PREPD_WORKERS", workers)
-        .env("PREPD_BATCH_ROWS", batch_rows)
         .env("PREPD_DATA_DIR", out.join(".scratch"))
+        .envs(settings.iter().copied())
         .output()
         .unwrap();
     assert!(output.status.success(), "prepd run failed: {}", String::from_utf8_lossy(&output.stderr));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("train") && stderr.contains("validation"), "{stderr}");
+    files_under(out)
+}
+
+fn write_inputs(dir: &Path, spec: &Value) -> (std::path::PathBuf, std::path::PathBuf) {
+    let vocab = dir.join("vocab.txt");
+    std::fs::write(&vocab, data::vocab()).unwrap();
+    let config = dir.join("spec.json");
+    std::fs::write(&config, spec.to_string()).unwrap();
+    (vocab, config)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,17 +82,17 @@ async fn run_matches_the_service_byte_for_byte_at_any_parallelism() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("dataset.csv");
     std::fs::write(&input, data::to_csv(&data::course_rows(900, 21))).unwrap();
-    let vocab = dir.path().join("vocab.txt");
-    std::fs::write(&vocab, data::vocab()).unwrap();
     let spec = json!({"test_size": 0.25, "seed": 42, "rows_per_part": 200});
-    let config = dir.path().join("spec.json");
-    std::fs::write(&config, spec.to_string()).unwrap();
+    let (vocab, config) = write_inputs(dir.path(), &spec);
 
+    // Workers, rows per batch, rows per partition.
+    let matrix = [("1", "1000000", "1000000"), ("2", "64", "100"), ("7", "5", "37")];
     let mut runs = Vec::new();
-    for (workers, batch_rows) in [("1", "1000000"), ("2", "64"), ("7", "5")] {
-        let out = dir.path().join(format!("out-{workers}-{batch_rows}"));
-        prepd_run(&input, &out, &config, &vocab, workers, batch_rows);
-        runs.push(files_under(&out));
+    for (workers, batch_rows, partition_rows) in matrix {
+        let out = dir.path().join(format!("out-{workers}-{batch_rows}-{partition_rows}"));
+        let settings =
+            [("PREPD_WORKERS", workers), ("PREPD_BATCH_ROWS", batch_rows), ("PREPD_PARTITION_ROWS", partition_rows)];
+        runs.push(prepd_run(input.to_str().unwrap(), &out, &config, &vocab, &settings));
     }
     let first = &runs[0];
     assert!(
@@ -78,11 +100,8 @@ async fn run_matches_the_service_byte_for_byte_at_any_parallelism() {
         "{:?}",
         first.keys()
     );
-    for other in &runs[1..] {
-        assert_eq!(first.keys().collect::<Vec<_>>(), other.keys().collect::<Vec<_>>());
-        for (name, bytes) in first {
-            assert!(other[name] == *bytes, "{name} differs between worker counts");
-        }
+    for (other, settings) in runs[1..].iter().zip(&matrix[1..]) {
+        assert_same_files(first, other, &format!("workers, batch rows, partition rows {settings:?}"));
     }
 
     let server = TestServer::start().await;
@@ -93,6 +112,79 @@ async fn run_matches_the_service_byte_for_byte_at_any_parallelism() {
         assert!(server.artifact(id, name).await == *bytes, "{name} differs between prepd run and the service");
     }
     server.stop().await;
+}
+
+/// The shards load as one dataset in pyarrow, as parallel readers take them.
+fn pyarrow_rows(dir: &Path) -> (u64, Vec<String>) {
+    let script = "import sys, pyarrow.dataset as ds\n\
+        d = ds.dataset(sys.argv[1], format='parquet')\n\
+        print(d.count_rows())\n\
+        print(','.join(d.schema.names))\n";
+    let output = Command::new(common::python::python()).args(["-c", script]).arg(dir).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let mut lines = stdout.lines();
+    let rows = lines.next().unwrap().parse().unwrap();
+    (rows, lines.next().unwrap().split(',').map(String::from).collect())
+}
+
+#[test]
+fn many_files_read_as_one_dataset_whatever_the_listing_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = data::course_rows(1200, 8);
+    let spec = json!({"rows_per_part": 150});
+    let (vocab, config) = write_inputs(dir.path(), &spec);
+    // The same three parts, created in opposite orders (so listed differently),
+    // plus a marker file that is not data.
+    let mut outputs = Vec::new();
+    for (n, order) in [[0, 1, 2], [2, 1, 0]].iter().enumerate() {
+        let parts = dir.path().join(format!("parts-{n}"));
+        std::fs::create_dir_all(parts.join("more")).unwrap();
+        for &k in order {
+            let name = if k == 2 { "more/part-2.csv".to_string() } else { format!("part-{k}.csv") };
+            std::fs::write(parts.join(name), data::to_csv(&rows[k * 400..(k + 1) * 400])).unwrap();
+        }
+        std::fs::write(parts.join("_SUCCESS"), "").unwrap();
+        let out = dir.path().join(format!("out-{n}"));
+        let settings = [("PREPD_WORKERS", "2"), ("PREPD_PARTITION_ROWS", "90")];
+        outputs.push(prepd_run(parts.to_str().unwrap(), &out, &config, &vocab, &settings));
+    }
+    assert_same_files(&outputs[0], &outputs[1], "listing order");
+
+    let manifest: Value = serde_json::from_slice(&outputs[0]["manifest.json"]).unwrap();
+    let names: Vec<&str> =
+        manifest["input"]["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["more/part-2.csv", "part-0.csv", "part-1.csv"]);
+    assert_eq!(manifest["rows"]["input"], 1200);
+    let shards = manifest["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["name"].as_str().unwrap().starts_with("train/"))
+        .count();
+    assert_eq!(shards as u64, manifest["rows"]["train"].as_u64().unwrap().div_ceil(150));
+    let (train_rows, columns) = pyarrow_rows(&dir.path().join("out-0/train"));
+    assert_eq!(train_rows, manifest["rows"]["train"].as_u64().unwrap());
+    assert_eq!(columns, ["id", "text", "ids", "masks", "targets"]);
+
+    // A glob names a subset; a bad file is named in the error.
+    let glob = dir.path().join("parts-0/part-*.csv");
+    let out = dir.path().join("out-glob");
+    let files = prepd_run(glob.to_str().unwrap(), &out, &config, &vocab, &[]);
+    let manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    assert_eq!(manifest["rows"]["input"], 800);
+    std::fs::write(dir.path().join("parts-0/part-1.csv"), "id,title,description,tag\n1,a,b,\n").unwrap();
+    let output = Command::new(PREPD)
+        .args(["run", "--input", glob.to_str().unwrap(), "--out"])
+        .arg(dir.path().join("out-bad"))
+        .arg("--tokenizer")
+        .arg(&vocab)
+        .env("PREPD_DATA_DIR", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("in file 'part-1.csv' at row 1, column 'tag'"), "{stderr}");
 }
 
 #[test]
@@ -123,13 +215,25 @@ struct Serving {
     base: String,
 }
 
-fn serve(data_dir: &Path) -> Serving {
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const RESUME_PARTITION_ROWS: &str = "2000";
+
+async fn serve(data_dir: &Path) -> Serving {
     let mut child = Command::new(PREPD)
         .arg("serve")
         .env("PREPD_ADDR", "127.0.0.1:0")
         .env("PREPD_DATA_DIR", data_dir)
         .env("PREPD_WORKERS", "1")
+        .env("PREPD_BATCH_ROWS", "500")
+        .env("PREPD_PARTITION_ROWS", RESUME_PARTITION_ROWS)
         .env("PREPD_SHUTDOWN_GRACE_SECONDS", "5")
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -142,56 +246,68 @@ fn serve(data_dir: &Path) -> Serving {
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    Serving { child, base }
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let serving = Serving { child, base };
+    let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+    let ready = || async { client.get(format!("{}/readyz", serving.base)).send().await };
+    while !ready().await.is_ok_and(|r| r.status().is_success()) {
         assert!(Instant::now() < deadline, "not ready");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    serving
 }
 
-async fn start_big_job(client: &reqwest::Client, base: &str) -> String {
-    let csv = data::to_csv(&data::course_rows(200_000, 5));
-    let form = reqwest::multipart::Form::new()
-        .part("file", reqwest::multipart::Part::bytes(csv.into_bytes()).file_name("big.csv"))
-        .part("tokenizer", reqwest::multipart::Part::text(data::vocab()).file_name("vocab.txt"));
-    let job: Value = client.post(format!("{base}/jobs")).multipart(form).send().await.unwrap().json().await.unwrap();
-    let id = job["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
+async fn job(client: &reqwest::Client, serving: &Serving, id: &str) -> Value {
+    client.get(format!("{}/jobs/{id}", serving.base)).send().await.unwrap().json().await.unwrap()
+}
+
+/// Polls until the job has processed at least `rows` rows (and is still running).
+async fn wait_for_rows(client: &reqwest::Client, serving: &Serving, id: &str, rows: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let job: Value = client.get(format!("{base}/jobs/{id}")).send().await.unwrap().json().await.unwrap();
-        if job["status"] == "running" {
-            return id;
+        let job = job(client, serving, id).await;
+        assert!(job["status"] == "running" || job["status"] == "queued", "{job}");
+        if job["progress"]["rows_done"].as_u64().unwrap_or(0) >= rows {
+            return job;
         }
-        assert!(job["status"] == "queued" && Instant::now() < deadline, "{job}");
+        assert!(Instant::now() < deadline, "{job}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_cut_off_by_a_stop_is_failed_after_restart() {
-    let data_dir = tempfile::tempdir().unwrap();
+async fn a_job_cut_off_by_a_kill_or_a_stop_resumes_and_ends_with_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
     let client = reqwest::Client::new();
+    let csv = data::to_csv(&data::course_rows(60_000, 5));
+    let spec = json!({"rows_per_part": 20_000});
+    let form = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::bytes(csv.clone().into_bytes()).file_name("big.csv"))
+        .text("config", spec.to_string())
+        .part("tokenizer", reqwest::multipart::Part::text(data::vocab()).file_name("vocab.txt"));
 
-    // SIGKILL: nothing runs at all on the way down.
-    let mut serving = serve(data_dir.path());
-    wait_ready(&client, &serving.base).await;
-    let killed = start_big_job(&client, &serving.base).await;
+    // SIGKILL a third of the way: nothing at all runs on the way down.
+    let mut serving = serve(&data_dir).await;
+    let submitted: Value =
+        client.post(format!("{}/jobs", serving.base)).multipart(form).send().await.unwrap().json().await.unwrap();
+    let id = submitted["id"].as_str().unwrap().to_string();
+    let before_kill = wait_for_rows(&client, &serving, &id, 20_000).await;
     serving.child.kill().unwrap();
     serving.child.wait().unwrap();
 
-    // SIGTERM: drains, and the job ends failed as interrupted.
-    let mut serving = serve(data_dir.path());
-    wait_ready(&client, &serving.base).await;
-    let job: Value = client.get(format!("{}/jobs/{killed}", serving.base)).send().await.unwrap().json().await.unwrap();
-    assert_eq!(job["status"], "failed", "{job}");
-    assert_eq!(job["error"]["kind"], "interrupted", "{job}");
-    let artifacts = client.get(format!("{}/jobs/{killed}/artifacts", serving.base)).send().await.unwrap();
-    assert_eq!(artifacts.status(), 409);
-    let stopped = start_big_job(&client, &serving.base).await;
+    // The next start resumes from the finished partitions: only the rows of
+    // partitions cut off are processed again.
+    let mut serving = serve(&data_dir).await;
+    let resumed = wait_for_rows(&client, &serving, &id, 40_000).await;
+    assert_eq!(resumed["attempts"], 2, "{resumed}");
+    let done_before = before_kill["progress"]["rows_done"].as_u64().unwrap();
+    let resumed_rows = resumed["progress"]["resumed_rows"].as_u64().unwrap();
+    let partition: u64 = RESUME_PARTITION_ROWS.parse().unwrap();
+    assert!(resumed_rows + partition >= done_before, "resumed {resumed_rows} after {done_before} were done: {resumed}");
+    assert_eq!(resumed["progress"]["rows_total"], 60_000);
+
+    // SIGTERM: drains; the job goes back to queued, never to succeeded.
     let pid = serving.child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -203,12 +319,33 @@ async fn a_job_cut_off_by_a_stop_is_failed_after_restart() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status}");
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(data_dir.join(format!("jobs/{id}/job.json"))).unwrap()).unwrap();
+    assert_eq!(record["status"], "queued", "{record}");
 
-    let mut serving = serve(data_dir.path());
-    wait_ready(&client, &serving.base).await;
-    let job: Value = client.get(format!("{}/jobs/{stopped}", serving.base)).send().await.unwrap().json().await.unwrap();
-    assert_eq!(job["status"], "failed", "{job}");
-    assert_eq!(job["error"]["kind"], "interrupted", "{job}");
-    serving.child.kill().unwrap();
-    serving.child.wait().unwrap();
+    let serving = serve(&data_dir).await;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let finished = loop {
+        let job = job(&client, &serving, &id).await;
+        if job["status"] != "running" && job["status"] != "queued" {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+    assert_eq!(finished["attempts"], 3, "{finished}");
+    assert_eq!(finished["progress"]["rows_done"], 60_000, "{finished}");
+    assert!(!data_dir.join(format!(".scratch/jobs/{id}")).exists(), "the work directory outlived the job");
+
+    // The same bytes as a run that was never interrupted.
+    let input = dir.path().join("big.csv");
+    std::fs::write(&input, csv).unwrap();
+    let (vocab, config) = write_inputs(dir.path(), &spec);
+    let expected = prepd_run(input.to_str().unwrap(), &dir.path().join("out"), &config, &vocab, &[]);
+    for (name, bytes) in &expected {
+        let served = client.get(format!("{}/jobs/{id}/artifacts/{name}", serving.base)).send().await.unwrap();
+        assert_eq!(served.status(), 200, "{name}");
+        assert!(served.bytes().await.unwrap() == *bytes, "{name} differs from an uninterrupted run");
+    }
 }

@@ -304,7 +304,7 @@ async fn compressed_inputs_stream_within_caps() {
     // The manifest's checksum is the compressed input's, as uploaded.
     let manifest: Value =
         serde_json::from_slice(&server.artifact(gzipped["id"].as_str().unwrap(), "manifest.json").await).unwrap();
-    assert_eq!(manifest["input"]["name"], "d.csv.gz");
+    assert_eq!(manifest["input"]["files"][0]["name"], "d.csv.gz");
 
     // Past the cap on decompressed bytes: refused at upload, naming the limit.
     let big = data::to_csv(&data::course_rows(3000, 17));

@@ -13,7 +13,8 @@ use uuid::Uuid;
 use super::AppState;
 use super::problem::{ApiResult, Problem};
 use crate::error::{Error, Result};
-use crate::jobs::{JobInput, JobRecord, JobStatus};
+use crate::jobs::sources::RemoteDataset;
+use crate::jobs::{JobRecord, JobStatus};
 use crate::pipeline::artifacts::{self, ArtifactEntry, Manifest};
 use crate::pipeline::ingest::{self, ReadSettings};
 use crate::pipeline::spec::{InputFormat, JobSpec, TokenizerSpec};
@@ -114,7 +115,7 @@ async fn submit_upload(state: &AppState, mut multipart: Multipart) -> Result<Job
                         return Err(Error::invalid_field("file", "send one file part"));
                     }
                     let file_name = upload_file_name(field.file_name());
-                    let path = ArtifactStore::job_input(id, &file_name);
+                    let path = ArtifactStore::job_input_file(id, &file_name);
                     let stream = field.map_err(|e| multipart_error(e, limit));
                     let stored = store.put_stream(&path, Box::pin(stream), limit).await?;
                     input = Some((file_name, stored.bytes));
@@ -143,19 +144,17 @@ async fn submit_upload(state: &AppState, mut multipart: Multipart) -> Result<Job
             let parsed = bytes.clone();
             let loaded = tokio::task::spawn_blocking(move || WordPieceTokenizer::from_bytes(&parsed)).await??;
             spec.tokenizer = TokenizerSpec::Uploaded { sha256: loaded.sha256().to_string() };
-            store.put(&ArtifactStore::job_input(id, "tokenizer"), bytes.clone()).await?;
+            store.put(&ArtifactStore::job_uploaded_tokenizer(id), bytes.clone()).await?;
         } else if matches!(spec.tokenizer, TokenizerSpec::Uploaded { .. }) {
             return Err(Error::invalid_field("tokenizer", "'uploaded' names a tokenizer part, and there is none"));
         }
         preflight(&store, id, &input_name, &spec, state.executor.read_settings()).await?;
-        Ok((spec, input_name, tokenizer))
+        store.put_input_list(id, std::slice::from_ref(&input_name)).await?;
+        Ok((spec, input_name))
     }
     .await;
     match outcome {
-        Ok((spec, input_name, tokenizer)) => {
-            let record = JobRecord::new(id, spec, input_name);
-            state.executor.submit(record, JobInput::Stored, tokenizer).await
-        }
+        Ok((spec, input_name)) => state.executor.submit(JobRecord::new(id, spec, input_name)).await,
         Err(e) => {
             // A rejected upload leaves nothing behind.
             let _ = store.delete_prefix(&ArtifactStore::job_prefix(id)).await;
@@ -185,7 +184,7 @@ async fn preflight(
     read: ReadSettings,
 ) -> Result<()> {
     let source = store.input_source(
-        ArtifactStore::job_input(id, input_name),
+        ArtifactStore::job_input_file(id, input_name),
         input_name.to_string(),
         tokio::runtime::Handle::current(),
     );
@@ -211,10 +210,11 @@ async fn submit_uri(state: &AppState, body: &[u8]) -> Result<JobRecord> {
     if matches!(spec.tokenizer, TokenizerSpec::Uploaded { .. }) {
         return Err(Error::invalid_field("tokenizer", "'uploaded' needs a multipart upload"));
     }
-    let object = state.executor.policy().open(&source).await?;
-    InputFormat::resolve(spec.format, &object.name)?;
-    let record = JobRecord::new(Uuid::now_v7(), spec, object.name);
-    state.executor.submit(record, JobInput::Uri(source), None).await
+    // Listed now so that a wrong URI or format is answered at once; the job
+    // fetches what the source names when it starts.
+    state.executor.policy().open_dataset(&source).await?.check_formats(spec.format)?;
+    let record = JobRecord::new(Uuid::now_v7(), spec, RemoteDataset::display_name(&source));
+    state.executor.submit(record).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -42,7 +42,10 @@ pub struct Problem {
     /// The request field at fault (`test_size`, `records[2].title`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
-    /// The input's 1-based data row at fault.
+    /// The dataset file at fault, in a multi-file dataset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The input's 1-based data row at fault (the file's own row in a multi-file dataset).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub row: Option<u64>,
     /// The input's column at fault.
@@ -84,6 +87,7 @@ impl IntoResponse for ApiError {
             status: status.as_u16(),
             detail,
             field,
+            file: location.file,
             row: location.row,
             column: location.column,
         };

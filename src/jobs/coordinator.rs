@@ -1,15 +1,14 @@
 //! Where job records live. The in-process coordinator keeps them in memory
 //! and mirrors each to `jobs/{id}/job.json` in the store, so a restarted
-//! process knows its jobs and can fail the ones a stop cut off.
+//! process knows its jobs and resumes the ones a stop cut off.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use chrono::Utc;
 use uuid::Uuid;
 
-use super::{JobError, JobRecord, JobStatus};
+use super::{JobRecord, JobStatus};
 use crate::error::{Error, Result};
 use crate::store::ArtifactStore;
 
@@ -23,6 +22,9 @@ pub trait Coordinator: Send + Sync {
     async fn remove(&self, id: Uuid) -> Result<()>;
     /// Counts of jobs by status, for metrics.
     async fn count_by_status(&self) -> Result<BTreeMap<JobStatus, u64>>;
+    /// Jobs queued or running when their process stopped, oldest first: the
+    /// ones to resume.
+    async fn unfinished(&self) -> Result<Vec<JobRecord>>;
 }
 
 pub struct LocalCoordinator {
@@ -33,29 +35,15 @@ pub struct LocalCoordinator {
 
 impl LocalCoordinator {
     /// Loads the records in the store. A job that was queued or running when
-    /// the last process stopped is marked failed: its work was cut off and it
-    /// is never presented as succeeded.
+    /// the last process stopped stays so: the executor resumes it.
     pub async fn open(store: ArtifactStore) -> Result<Self> {
         let mut jobs = BTreeMap::new();
         for id in store.list_job_ids().await? {
             let Some(bytes) = store.get_opt(&ArtifactStore::job_record(id)).await? else { continue };
-            let Ok(mut job) = serde_json::from_slice::<JobRecord>(&bytes) else {
+            let Ok(job) = serde_json::from_slice::<JobRecord>(&bytes) else {
                 tracing::warn!(%id, "skipping unreadable job record");
                 continue;
             };
-            if !job.status.is_finished() {
-                job.status = JobStatus::Failed;
-                job.finished_at = Some(Utc::now());
-                job.error = Some(JobError {
-                    kind: "interrupted".into(),
-                    detail: "the process running this job stopped before it finished; submit it again".into(),
-                    row: None,
-                    column: None,
-                    field: None,
-                });
-                store.put(&ArtifactStore::job_record(id), serde_json::to_vec(&job).map_err(Error::internal)?).await?;
-                tracing::warn!(%id, "job was interrupted by a stop; marked failed");
-            }
             jobs.insert(id, job);
         }
         Ok(Self { store, jobs: Mutex::new(jobs) })
@@ -108,5 +96,9 @@ impl Coordinator for LocalCoordinator {
             *counts.entry(job.status).or_insert(0) += 1;
         }
         Ok(counts)
+    }
+
+    async fn unfinished(&self) -> Result<Vec<JobRecord>> {
+        Ok(self.jobs.lock().unwrap().values().filter(|job| !job.status.is_finished()).cloned().collect())
     }
 }

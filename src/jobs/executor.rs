@@ -1,13 +1,16 @@
 //! Runs jobs: takes a slot, fetches the input and the tokenizer, hands the
 //! pipeline to a blocking thread that drives the worker pool, and keeps the
 //! record (status, stage, progress, timings) current in the coordinator.
+//!
+//! A job cut off by a stop (SIGTERM) or a crash is never presented as
+//! succeeded: it goes back to `queued`, and the next process to start on the
+//! same store resumes it from its finished partitions.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chrono::Utc;
 use object_store::ObjectStoreExt;
 use tokio::runtime::Handle;
@@ -19,25 +22,33 @@ use super::{Coordinator, JobError, JobRecord, JobStatus};
 use crate::error::{Error, Result};
 use crate::pipeline::artifacts::SplitCounts;
 use crate::pipeline::ingest::ReadSettings;
+use crate::pipeline::partitions::WorkDir;
 use crate::pipeline::runner::{self, JobObserver, RunSettings, Stage};
+use crate::pipeline::spec::TokenizerSpec;
 use crate::store::ArtifactStore;
 
-/// Where a job's dataset is.
-#[derive(Debug, Clone)]
-pub enum JobInput {
-    /// Already in the store at `jobs/{id}/input/{input_name}`.
-    Stored,
-    /// To fetch from this URI into the store first.
-    Uri(String),
-}
+/// Files of a multi-file source fetched at once.
+const FETCH_CONCURRENCY: usize = 4;
 
 /// A job this process is running: the live record and the stop flag.
 struct RunningJob {
     record: Mutex<JobRecord>,
     cancel: AtomicBool,
     stage_started: Mutex<Instant>,
-    /// When the first row count was reported: the start of the rate.
-    progress_started: Mutex<Option<Instant>>,
+    /// When this run reported its first row count, and that count (rows a
+    /// previous run finished): the rate counts only this run's rows.
+    progress_started: Mutex<Option<(Instant, u64)>>,
+}
+
+impl RunningJob {
+    fn new(record: JobRecord) -> Self {
+        Self {
+            record: Mutex::new(record),
+            cancel: AtomicBool::new(false),
+            stage_started: Mutex::new(Instant::now()),
+            progress_started: Mutex::new(None),
+        }
+    }
 }
 
 impl JobObserver for RunningJob {
@@ -53,13 +64,15 @@ impl JobObserver for RunningJob {
     }
 
     fn progress(&self, rows_done: u64, rows_total: u64) {
-        let started = *self.progress_started.lock().unwrap().get_or_insert_with(Instant::now);
+        let (started, resumed_at) =
+            *self.progress_started.lock().unwrap().get_or_insert_with(|| (Instant::now(), rows_done));
         let elapsed = started.elapsed().as_secs_f64();
         let mut record = self.record.lock().unwrap();
+        record.progress.resumed_rows = (resumed_at > 0).then_some(resumed_at);
         record.progress.rows_done = rows_done;
         record.progress.rows_total = Some(rows_total);
-        if rows_done > 0 && elapsed > 0.0 {
-            let rate = rows_done as f64 / elapsed;
+        if rows_done > resumed_at && elapsed > 0.0 {
+            let rate = (rows_done - resumed_at) as f64 / elapsed;
             record.progress.rows_per_second = Some(rate);
             record.progress.eta_seconds = Some(rows_total.saturating_sub(rows_done) as f64 / rate);
         }
@@ -76,25 +89,32 @@ pub struct JobExecutor {
     pool: Arc<rayon::ThreadPool>,
     policy: SourcePolicy,
     hub: HubClient,
-    settings: RunSettings,
+    read: ReadSettings,
+    partition_rows: u64,
     slots: Arc<Semaphore>,
     running: Mutex<HashMap<Uuid, Arc<RunningJob>>>,
     draining: AtomicBool,
+}
+
+/// How many jobs and threads an executor runs, and how jobs read and cut their input.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecutorSettings {
+    pub workers: usize,
+    pub concurrent_jobs: usize,
+    pub read: ReadSettings,
+    pub partition_rows: u64,
 }
 
 impl JobExecutor {
     pub fn new(
         store: ArtifactStore,
         coordinator: Arc<dyn Coordinator>,
-        workers: usize,
-        concurrent_jobs: usize,
         policy: SourcePolicy,
         hub: HubClient,
-        read: ReadSettings,
+        settings: ExecutorSettings,
     ) -> Result<Self> {
-        let settings = RunSettings { read, scratch_dir: store.scratch_dir().to_path_buf() };
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(workers.max(1))
+            .num_threads(settings.workers.max(1))
             .thread_name(|n| format!("prepd-worker-{n}"))
             .build()
             .map_err(Error::internal)?;
@@ -104,8 +124,9 @@ impl JobExecutor {
             pool: Arc::new(pool),
             policy,
             hub,
-            settings,
-            slots: Arc::new(Semaphore::new(concurrent_jobs.max(1))),
+            read: settings.read,
+            partition_rows: settings.partition_rows,
+            slots: Arc::new(Semaphore::new(settings.concurrent_jobs.max(1))),
             running: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
         })
@@ -113,7 +134,7 @@ impl JobExecutor {
 
     /// How this executor reads inputs (batch size, decompression caps).
     pub fn read_settings(&self) -> ReadSettings {
-        self.settings.read
+        self.read
     }
 
     pub fn store(&self) -> &ArtifactStore {
@@ -140,28 +161,37 @@ impl JobExecutor {
         self.coordinator.get(id).await
     }
 
-    /// Records a new job and starts it in the background.
-    pub async fn submit(
-        self: &Arc<Self>,
-        record: JobRecord,
-        input: JobInput,
-        uploaded_tokenizer: Option<Bytes>,
-    ) -> Result<JobRecord> {
+    /// Records a new job and starts it in the background. An upload's files
+    /// (and `files.json`) are in the store already; a source URI is fetched
+    /// when the job starts.
+    pub async fn submit(self: &Arc<Self>, record: JobRecord) -> Result<JobRecord> {
         if self.draining.load(Ordering::Relaxed) {
             return Err(Error::Unavailable("the server is shutting down".into()));
         }
         self.coordinator.insert(record.clone()).await?;
-        let job = Arc::new(RunningJob {
-            record: Mutex::new(record.clone()),
-            cancel: AtomicBool::new(false),
-            stage_started: Mutex::new(Instant::now()),
-            progress_started: Mutex::new(None),
-        });
-        self.running.lock().unwrap().insert(record.id, job.clone());
         metrics::counter!("prepd_jobs_submitted_total").increment(1);
-        let executor = self.clone();
-        tokio::spawn(async move { executor.drive(job, input, uploaded_tokenizer).await });
+        self.start(record.clone());
         Ok(record)
+    }
+
+    /// Starts again, in the background, the jobs a stop or a crash cut off:
+    /// each resumes from its finished partitions.
+    pub async fn resume_unfinished(self: &Arc<Self>) -> Result<()> {
+        for mut record in self.coordinator.unfinished().await? {
+            tracing::info!(id = %record.id, stage = ?record.stage, "resuming a job cut off by a stop");
+            record.status = JobStatus::Queued;
+            record.stage = Stage::Queued;
+            self.coordinator.update(&record).await?;
+            self.start(record);
+        }
+        Ok(())
+    }
+
+    fn start(self: &Arc<Self>, record: JobRecord) {
+        let job = Arc::new(RunningJob::new(record.clone()));
+        self.running.lock().unwrap().insert(record.id, job.clone());
+        let executor = self.clone();
+        tokio::spawn(async move { executor.drive(job).await });
     }
 
     /// Cancels a queued or running job; the record says `cancelled` once it stops.
@@ -210,41 +240,48 @@ impl JobExecutor {
         self.draining.load(Ordering::Relaxed)
     }
 
-    async fn drive(self: Arc<Self>, job: Arc<RunningJob>, input: JobInput, uploaded_tokenizer: Option<Bytes>) {
+    async fn drive(self: Arc<Self>, job: Arc<RunningJob>) {
         let id = job.record.lock().unwrap().id;
         let started = Instant::now();
-        let outcome = self.clone().execute(job.clone(), input, uploaded_tokenizer).await;
+        let outcome = self.clone().execute(job.clone()).await;
+        let interrupted = matches!(outcome, Err(Error::Cancelled)) && self.is_draining();
         let record = {
             let mut record = job.record.lock().unwrap();
-            record.finished_at = Some(Utc::now());
-            record.timings.total_seconds = Some(started.elapsed().as_secs_f64());
+            let elapsed = started.elapsed().as_secs_f64();
+            record.timings.total_seconds = Some(record.timings.total_seconds.unwrap_or(0.0) + elapsed);
             match &outcome {
-                Ok(()) => record.status = JobStatus::Succeeded,
-                Err(Error::Cancelled) if self.is_draining() => {
-                    record.status = JobStatus::Failed;
-                    record.error = Some(JobError {
-                        kind: "interrupted".into(),
-                        detail: "the server stopped before the job finished; submit it again".into(),
-                        row: None,
-                        column: None,
-                        field: None,
-                    });
+                // Stopped by a stop, not by its user: the next start resumes it.
+                _ if interrupted => {
+                    record.status = JobStatus::Queued;
+                    record.stage = Stage::Queued;
                 }
+                Ok(()) => record.status = JobStatus::Succeeded,
                 Err(Error::Cancelled) => record.status = JobStatus::Cancelled,
                 Err(e) => {
                     record.status = JobStatus::Failed;
                     record.error = Some(JobError::from(e));
                 }
             }
+            if record.status.is_finished() {
+                record.finished_at = Some(Utc::now());
+            }
             record.clone()
         };
-        if let Err(e) = &outcome {
+        if let Err(e) = &outcome
+            && !interrupted
+        {
             if !matches!(e, Error::Cancelled) {
                 tracing::warn!(%id, error = %e, "job failed");
             }
             // Nothing half-written stays beside the kept input and record.
             if let Err(e) = self.remove_partial_artifacts(id).await {
                 tracing::error!(%id, error = %e, "could not remove a failed job's partial artifacts");
+            }
+        }
+        if !interrupted {
+            let work_dir = self.store.job_work_dir(id);
+            if let Err(e) = tokio::task::spawn_blocking(move || WorkDir::remove(&work_dir)).await.map_err(Error::from) {
+                tracing::warn!(%id, error = %e, "could not remove the job's work directory");
             }
         }
         metrics::counter!("prepd_jobs_finished_total", "status" => record.status.as_str()).increment(1);
@@ -271,36 +308,54 @@ impl JobExecutor {
         Ok(())
     }
 
-    async fn execute(self: Arc<Self>, job: Arc<RunningJob>, input: JobInput, uploaded: Option<Bytes>) -> Result<()> {
+    async fn execute(self: Arc<Self>, job: Arc<RunningJob>) -> Result<()> {
         let _slot = tokio::select! {
             slot = self.slots.clone().acquire_owned() => slot.map_err(Error::internal)?,
             _ = wait_for_cancel(&job) => return Err(Error::Cancelled),
         };
-        let (id, spec, input_name) = {
+        let (id, spec) = {
             let mut record = job.record.lock().unwrap();
             record.status = JobStatus::Running;
-            record.started_at = Some(Utc::now());
-            (record.id, record.spec.clone(), record.input_name.clone())
+            record.started_at.get_or_insert_with(Utc::now);
+            record.attempts += 1;
+            (record.id, record.spec.clone())
         };
         job.stage(Stage::Ingest);
         let (stop_flusher, flusher_stopped) = tokio::sync::oneshot::channel();
         let flusher = self.spawn_flusher(job.clone(), flusher_stopped);
         let result = async {
-            let input_path = ArtifactStore::job_input(id, &input_name);
-            if let JobInput::Uri(uri) = &input {
-                let object = self.policy.open(uri).await?;
-                let stream = object.store.get(&object.path).await?.into_stream();
-                self.store.put_stream(&input_path, stream, u64::MAX).await?;
-            }
-            let tokenizer = self.tokenizers().resolve(&spec.tokenizer, uploaded).await?;
             let runtime = Handle::current();
-            let source = self.store.input_source(input_path, input_name, runtime.clone());
+            let dataset = match self.store.stored_dataset(id, runtime.clone()).await? {
+                Some(dataset) => dataset,
+                None => {
+                    let source = spec
+                        .source
+                        .as_deref()
+                        .ok_or_else(|| Error::internal(format!("job {id} has neither stored files nor a source")))?;
+                    self.fetch(id, source).await?;
+                    self.store
+                        .stored_dataset(id, runtime.clone())
+                        .await?
+                        .ok_or_else(|| Error::internal(format!("job {id}: the fetched files are not listed")))?
+                }
+            };
+            let uploaded = match spec.tokenizer {
+                TokenizerSpec::Uploaded { .. } => {
+                    Some(self.store.get(&ArtifactStore::job_uploaded_tokenizer(id)).await?)
+                }
+                _ => None,
+            };
+            let tokenizer = self.tokenizers().resolve(&spec.tokenizer, uploaded).await?;
             let sink = self.store.sink(ArtifactStore::job_prefix(id), runtime);
             let pool = self.pool.clone();
-            let settings = self.settings.clone();
+            let settings = RunSettings {
+                read: self.read,
+                partition_rows: self.partition_rows,
+                work_dir: self.store.job_work_dir(id),
+            };
             let observer = job.clone();
             let outcome = tokio::task::spawn_blocking(move || {
-                runner::run(&spec, &source, tokenizer, &sink, observer.as_ref(), &pool, &settings)
+                runner::run(&spec, &dataset, tokenizer, &sink, observer.as_ref(), &pool, &settings)
             })
             .await??;
             let mut record = job.record.lock().unwrap();
@@ -315,6 +370,26 @@ impl JobExecutor {
         let _ = stop_flusher.send(());
         let _ = flusher.await;
         result
+    }
+
+    /// Copies the files a source names into the store, then lists them.
+    async fn fetch(&self, id: Uuid, source: &str) -> Result<()> {
+        use futures::{StreamExt, TryStreamExt};
+        let dataset = self.policy.open_dataset(source).await?;
+        let remote = dataset.store.clone();
+        let names: Vec<String> = dataset.files.iter().map(|f| f.name.clone()).collect();
+        futures::stream::iter(dataset.files)
+            .map(|file| {
+                let remote = remote.clone();
+                async move {
+                    let stream = remote.get(&file.path).await?.into_stream();
+                    self.store.put_stream(&ArtifactStore::job_input_file(id, &file.name), stream, u64::MAX).await
+                }
+            })
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await?;
+        self.store.put_input_list(id, &names).await
     }
 
     /// Mirrors the live record to the coordinator every second until `stop`.

@@ -3,6 +3,7 @@
 
 pub mod coordinator;
 pub mod executor;
+pub mod glob;
 pub mod sources;
 
 use std::collections::BTreeMap;
@@ -19,7 +20,7 @@ use crate::pipeline::runner::Stage;
 use crate::pipeline::spec::JobSpec;
 
 pub use coordinator::{Coordinator, LocalCoordinator};
-pub use executor::{JobExecutor, JobInput};
+pub use executor::{ExecutorSettings, JobExecutor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -52,7 +53,11 @@ pub struct Progress {
     pub rows_done: u64,
     /// Known once the input has been scanned.
     pub rows_total: Option<u64>,
-    /// Rows cleaned and tokenized per second since processing began.
+    /// Rows of partitions an earlier attempt finished: not processed again
+    /// after a resume (counted in `rows_done`, not in the rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_rows: Option<u64>,
+    /// Rows cleaned and tokenized per second since processing began (in this attempt).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows_per_second: Option<f64>,
     /// Seconds left at that rate.
@@ -73,6 +78,8 @@ pub struct JobError {
     /// `invalid-input`, `invalid-request`, `unavailable`, `internal`, ...
     pub kind: String,
     pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub row: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -108,6 +115,7 @@ impl From<&Error> for JobError {
         JobError {
             kind: kind_slug(err.kind()).to_string(),
             detail: err.to_string(),
+            file: location.file,
             row: location.row,
             column: location.column,
             field,
@@ -127,6 +135,10 @@ pub struct JobRecord {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Times the job has started running: more than one when a stop or a
+    /// crash cut it off and it resumed from its finished partitions.
+    #[serde(default)]
+    pub attempts: u32,
     /// Per split, once the split is decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counts: Option<SplitCounts>,
@@ -153,6 +165,7 @@ impl JobRecord {
             created_at: Utc::now(),
             started_at: None,
             finished_at: None,
+            attempts: 0,
             counts: None,
             classes: BTreeMap::new(),
             class_to_index: None,

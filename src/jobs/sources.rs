@@ -2,6 +2,9 @@
 //! allows: object-store URIs (`s3://`, `gs://`, `az://`, `https://`),
 //! `file://` only under allowed roots, no http(s) to loopback, link-local or
 //! private addresses unless allowed, and the Hugging Face hub.
+//!
+//! A dataset source names one file, or many: a prefix or directory (every
+//! file under it), or a glob (`s3://bucket/data/*.parquet`).
 
 use std::net::IpAddr;
 use std::path::{Path as FsPath, PathBuf};
@@ -12,8 +15,10 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
+use super::glob;
 use crate::error::{Error, Result};
 use crate::pipeline::runner::TokenizerPlan;
+use crate::pipeline::spec::InputFormat;
 use crate::pipeline::spec::TokenizerSpec;
 use crate::pipeline::tokenize::WordPieceTokenizer;
 use crate::store::ArtifactStore;
@@ -36,6 +41,48 @@ pub struct RemoteObject {
     pub name: String,
     /// For `file://`: the local path.
     pub local_path: Option<PathBuf>,
+}
+
+/// The files a dataset source names, sorted by name: the order their rows
+/// are numbered in, whatever order the store listed them.
+pub struct RemoteDataset {
+    pub store: Arc<dyn ObjectStore>,
+    pub files: Vec<RemoteFile>,
+}
+
+pub struct RemoteFile {
+    pub path: Path,
+    /// The path below the source's prefix or directory (the file name, for a
+    /// source that names one file).
+    pub name: String,
+    /// For `file://`: the local path.
+    pub local_path: Option<PathBuf>,
+}
+
+impl RemoteDataset {
+    /// Checks that the format of every file can be told.
+    pub fn check_formats(&self, explicit: Option<InputFormat>) -> Result<()> {
+        for file in &self.files {
+            InputFormat::resolve(explicit, &file.name)?;
+        }
+        Ok(())
+    }
+
+    /// A short name for the whole source: the file's, or the pattern's.
+    pub fn display_name(uri: &str) -> String {
+        let trimmed = uri.trim_end_matches('/');
+        let last = trimmed.rsplit('/').next().unwrap_or(trimmed);
+        percent_decode(last)
+    }
+}
+
+/// Files a prefix or directory may hold at most.
+pub const MAX_DATASET_FILES: usize = 100_000;
+
+/// Hidden files and the markers data tools leave beside their output
+/// (`_SUCCESS`, `.crc`, ...) are not data.
+fn is_hidden(relative: &str) -> bool {
+    relative.split('/').any(|segment| segment.starts_with('.') || segment.starts_with('_'))
 }
 
 fn not_allowed(uri: &str, reason: impl Into<String>) -> Error {
@@ -108,6 +155,95 @@ impl SourcePolicy {
         }
     }
 
+    /// Checks `uri` against the policy and lists the files it names: one
+    /// file; every file under a prefix (a URI ending in `/`) or a local
+    /// directory; or the files matching a glob. Hidden names (`.x`, `_x`)
+    /// are left out of listings.
+    pub async fn open_dataset(&self, uri: &str) -> Result<RemoteDataset> {
+        let scheme = uri.split_once("://").map_or("", |(scheme, _)| scheme);
+        let is_http = matches!(scheme, "http" | "https");
+        let after_scheme = uri.len() - uri.split_once("://").map_or(uri.len(), |(_, rest)| rest.len());
+        let pattern_at =
+            if is_http { None } else { glob::pattern_start(&uri[after_scheme..]).map(|p| after_scheme + p) };
+        let (base, pattern) = match pattern_at {
+            Some(at) => (&uri[..at], Some(percent_decode(&uri[at..]))),
+            None if uri.ends_with('/') && !is_http => (uri, None),
+            None if scheme == "file" && self.is_local_dir(uri) => (uri, None),
+            None => {
+                let object = self.open(uri).await?;
+                let file = RemoteFile { path: object.path, name: object.name, local_path: object.local_path };
+                return Ok(RemoteDataset { store: object.store, files: vec![file] });
+            }
+        };
+        let (store, prefix, local_root) = self.open_prefix(uri, base).await?;
+        let listed: Vec<object_store::ObjectMeta> = {
+            use futures::TryStreamExt;
+            store.list(prefix.as_ref()).try_collect().await?
+        };
+        let prefix_len = prefix.as_ref().map_or(0, |p| p.as_ref().len() + 1);
+        let mut files = Vec::new();
+        for meta in listed {
+            let relative = meta.location.as_ref()[prefix_len.min(meta.location.as_ref().len())..].to_string();
+            let wanted = match &pattern {
+                Some(pattern) => glob::matches(pattern, &relative) && !is_hidden(&relative),
+                None => !is_hidden(&relative),
+            };
+            if !wanted {
+                continue;
+            }
+            let local_path = match &local_root {
+                Some(root) => Some(self.check_file(uri, &root.join(&relative))?),
+                None => None,
+            };
+            files.push(RemoteFile { path: meta.location, name: relative, local_path });
+            if files.len() > MAX_DATASET_FILES {
+                return Err(Error::invalid_field(
+                    "source",
+                    format!("{uri} names more than {MAX_DATASET_FILES} files; narrow it with a glob"),
+                ));
+            }
+        }
+        if files.is_empty() {
+            return Err(Error::not_found(format!("files at {uri}")));
+        }
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(RemoteDataset { store, files })
+    }
+
+    fn is_local_dir(&self, uri: &str) -> bool {
+        Url::parse(uri).ok().and_then(|url| url.to_file_path().ok()).is_some_and(|path| path.is_dir())
+    }
+
+    /// The store and prefix to list for a source's `base` (the part of
+    /// `uri` before any pattern), and for `file://` the local directory.
+    async fn open_prefix(
+        &self,
+        uri: &str,
+        base: &str,
+    ) -> Result<(Arc<dyn ObjectStore>, Option<Path>, Option<PathBuf>)> {
+        let url = Url::parse(base).map_err(|e| Error::invalid_field("source", format!("not a URI: {e}")))?;
+        match url.scheme() {
+            "file" => {
+                let path = url.to_file_path().map_err(|_| Error::invalid_field("source", "not a local path"))?;
+                let root = self.check_file(uri, &path)?;
+                if !root.is_dir() {
+                    return Err(Error::invalid_field("source", format!("{} is not a directory", root.display())));
+                }
+                let store = object_store::local::LocalFileSystem::new_with_prefix(&root)?;
+                Ok((Arc::new(store), None, Some(root)))
+            }
+            "s3" | "s3a" | "gs" | "az" | "abfs" | "abfss" | "azure" => {
+                let options = cloud_options_from_env(url.scheme());
+                let (store, path) = object_store::parse_url_opts(&url, options)
+                    .map_err(|e| Error::invalid_field("source", e.to_string()))?;
+                let prefix = (!path.as_ref().is_empty()).then_some(path);
+                Ok((Arc::from(store), prefix, None))
+            }
+            "http" | "https" => Err(Error::invalid_field("source", "an http(s) source names one file")),
+            other => Err(Error::invalid_field("source", format!("unsupported scheme '{other}'"))),
+        }
+    }
+
     fn check_file(&self, uri: &str, path: &FsPath) -> Result<PathBuf> {
         let canonical = path.canonicalize().map_err(|_| Error::not_found(format!("file {}", path.display())))?;
         if self.allow_all {
@@ -149,11 +285,26 @@ impl SourcePolicy {
     }
 }
 
+/// Decodes `%XX` escapes (a `+` stays a `+`: these are paths, not forms).
 fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| s.to_string())
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped =
+            (bytes[i] == b'%').then(|| s.get(i + 1..i + 3).and_then(|hex| u8::from_str_radix(hex, 16).ok())).flatten();
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
 }
 
 /// Credentials and endpoints from the usual environment variables

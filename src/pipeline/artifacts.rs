@@ -77,12 +77,43 @@ pub struct SplitCounts {
     pub validation: u64,
 }
 
+/// The dataset a job read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct InputSummary {
+    /// In the order their rows are numbered (by path).
+    pub files: Vec<InputFile>,
+    pub bytes: u64,
+    /// A single file's sha256; for several files, the sha256 of their
+    /// `sha256sum` lines (`{sha256}  {name}\n`, in order).
+    pub sha256: String,
+}
+
+impl InputSummary {
+    pub fn of_files(files: Vec<InputFile>) -> Self {
+        let bytes = files.iter().map(|f| f.bytes).sum();
+        let sha256 = match files.as_slice() {
+            [one] => one.sha256.clone(),
+            many => {
+                let mut hasher = Sha256::new();
+                for file in many {
+                    hasher.update(format!("{}  {}\n", file.sha256, file.name));
+                }
+                hex::encode(hasher.finalize())
+            }
+        };
+        Self { files, bytes, sha256 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InputFile {
+    /// The file's path within the source (its name, for a single file).
     pub name: String,
     pub format: InputFormat,
     pub bytes: u64,
     pub sha256: String,
+    /// Data rows read from it.
+    pub rows: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -159,12 +190,14 @@ pub struct ProcessedRow {
 }
 
 /// How the `id` column is typed in Parquet: integers when every id is one
-/// (as pandas would read the course's CSV), text otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// (as pandas would read the course's CSV), text otherwise. Ordered so that
+/// the files of a dataset agree on their maximum: any file without ids
+/// leaves the column out, any text id makes the column text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum IdColumn {
-    Absent,
     Integer,
     Text,
+    Absent,
 }
 
 /// One Parquet part: `id`, `text`, `ids` (list<int32>), `masks` (list<int8>), `targets` (int64).

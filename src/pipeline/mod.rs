@@ -5,6 +5,7 @@ pub mod artifacts;
 pub mod clean;
 pub mod compression;
 pub mod ingest;
+pub mod partitions;
 pub mod preprocessor;
 pub mod pyunicode;
 pub mod runner;

@@ -1,10 +1,16 @@
-//! One job, start to end: scan the input (labels, split keys, checksum),
+//! One job, start to end: scan the dataset (labels, split keys, checksums),
 //! decide the stratified split, fit the class mapping (and the tokenizer if
-//! asked), clean and tokenize every row on the worker pool, write the
-//! splits, then the documents, the manifest last.
+//! asked), clean and tokenize every row on the worker pool partition by
+//! partition, write the splits, then the documents, the manifest last.
 //!
-//! Synchronous and free of I/O other than the input source and the
-//! artifact sink it is given.
+//! A dataset is one file or several; each pass takes the files in parallel,
+//! and a file's batches in parallel too. Rows are numbered across the files
+//! in the order given (by path), so nothing depends on which worker or file
+//! finishes first. Finished partitions are kept in the job's work directory
+//! and a later run with the same directory resumes from them.
+//!
+//! Synchronous and free of I/O other than the input files, the work
+//! directory and the artifact sink it is given.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -20,9 +26,10 @@ use utoipa::ToSchema;
 use super::artifacts::*;
 use super::clean::{CleaningConfig, TextCleaner, default_stopwords};
 use super::ingest::{self, InputSource, ReadSettings, RowBatch};
+use super::partitions::{PartitionCounts, SplitSide, WorkDir};
 use super::preprocessor::{ClassToIndex, FittedPreprocessor};
 use super::pyunicode::UNICODE_VERSION;
-use super::sorted_runs::SortedRuns;
+use super::sorted_runs::merge_runs;
 use super::spec::{InputFormat, JobSpec, NullLabelPolicy, TokenizerSpec};
 use super::split::{Boundary, ClassSplit, ClassTally, RowKey, membership_hash, order_hash};
 use super::tokenize::WordPieceTokenizer;
@@ -43,6 +50,8 @@ pub enum Stage {
 /// How a running job reports and is stopped.
 pub trait JobObserver: Sync {
     fn stage(&self, stage: Stage);
+    /// Rows cleaned and tokenized so far (those of partitions a previous run
+    /// finished included) out of all the rows to process.
     fn progress(&self, rows_done: u64, rows_total: u64);
     fn is_cancelled(&self) -> bool;
 }
@@ -53,12 +62,20 @@ pub enum TokenizerPlan {
     Train { vocab_size: usize },
 }
 
+/// A job's dataset: one file, or several whose rows are numbered file after
+/// file in the order given (sorted by path, so that a listing's order does
+/// not matter).
+pub type Dataset = [Box<dyn InputSource>];
+
 #[derive(Debug, Clone)]
 pub struct RunSettings {
     /// Batch size (a batch is what a worker takes) and decompression caps.
     pub read: ReadSettings,
-    /// Where processed rows wait, in sorted runs, to be written in order.
-    pub scratch_dir: PathBuf,
+    /// Input rows per partition: the unit of work that is finished and kept.
+    pub partition_rows: u64,
+    /// Where finished partitions are kept: the same directory on a later run
+    /// of the same job resumes from them.
+    pub work_dir: PathBuf,
 }
 
 pub struct JobOutcome {
@@ -68,31 +85,31 @@ pub struct JobOutcome {
 
 const NULL_LABEL_SAMPLE: usize = 20;
 
-/// What the first pass learns: the input's checksum, and per class its
-/// rows and how their membership hashes spread (nothing kept per row).
-struct Scan {
-    input: InputSummary,
-    /// Data rows read, null labels included.
+/// A dataset file as the passes see it.
+struct FileRef<'a> {
+    source: &'a dyn InputSource,
+    /// The file part of a row's position key: empty for a single file.
+    key: &'a str,
+    /// Of its first row, across the dataset (known once scanned).
+    first_position: u64,
     rows: u64,
-    /// Labels in order of first appearance; a label's class number is its index.
-    labels: Vec<String>,
-    class_numbers: HashMap<String, u32>,
-    tallies: Vec<ClassTally>,
-    null_label_rows: Vec<u64>,
-    skipped: u64,
-    id_column: IdColumn,
 }
 
-impl Scan {
-    fn class_of(&self, label: Option<&str>) -> Option<u32> {
-        self.class_numbers.get(label.filter(|l| !l.is_empty())?).copied()
+impl FileRef<'_> {
+    fn row_key<'b>(&'b self, batch: &'b RowBatch, i: usize) -> RowKey<'b> {
+        match &batch.split_keys {
+            Some(keys) => RowKey::Value(keys[i].as_deref().unwrap_or("")),
+            None => RowKey::Position { file: self.key, row: batch.first_position + i as u64 },
+        }
     }
-}
 
-fn row_key<'a>(batch: &'a RowBatch, i: usize) -> RowKey<'a> {
-    match &batch.split_keys {
-        Some(keys) => RowKey::Value(keys[i].as_deref().unwrap_or("")),
-        None => RowKey::Position(batch.first_position + i as u64),
+    fn position(&self, batch: &RowBatch, i: usize) -> u64 {
+        self.first_position + batch.first_position + i as u64
+    }
+
+    /// Errors about a file of a multi-file dataset name it.
+    fn locate(&self, err: Error) -> Error {
+        if self.key.is_empty() { err } else { err.in_file(self.key) }
     }
 }
 
@@ -100,7 +117,7 @@ fn check_cancel(observer: &dyn JobObserver) -> Result<()> {
     if observer.is_cancelled() { Err(Error::Cancelled) } else { Ok(()) }
 }
 
-fn input_summary(source: &dyn InputSource, format: InputFormat, observer: &dyn JobObserver) -> Result<InputSummary> {
+fn checksum(source: &dyn InputSource, observer: &dyn JobObserver) -> Result<(u64, String)> {
     let mut reader = source.open()?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -116,78 +133,159 @@ fn input_summary(source: &dyn InputSource, format: InputFormat, observer: &dyn J
             check_cancel(observer)?;
         }
     }
-    Ok(InputSummary { name: source.name().to_string(), format, bytes, sha256: hex::encode(hasher.finalize()) })
+    Ok((bytes, hex::encode(hasher.finalize())))
 }
 
-fn scan(spec: &JobSpec, source: &dyn InputSource, settings: &RunSettings, observer: &dyn JobObserver) -> Result<Scan> {
-    let (format, _) = InputFormat::resolve(spec.format, source.name())?;
-    let input = input_summary(source, format, observer)?;
-    let opened = ingest::open(source, spec, settings.read)?;
-    let mut scan = Scan {
-        input,
-        rows: 0,
-        labels: Vec::new(),
-        class_numbers: HashMap::new(),
-        tallies: Vec::new(),
-        null_label_rows: Vec::new(),
-        skipped: 0,
-        id_column: if opened.columns.id.is_some() { IdColumn::Integer } else { IdColumn::Absent },
-    };
+/// What the first pass learns: the checksums, the rows, and per class its
+/// rows and how their membership hashes spread (nothing kept per row).
+struct Scan {
+    input: InputSummary,
+    /// Data rows read, null labels included.
+    rows: u64,
+    /// Sorted: a class's number is its index in the class mapping.
+    labels: Vec<String>,
+    class_numbers: HashMap<String, u32>,
+    tallies: Vec<ClassTally>,
+    /// 1-based positions of the first rows with a null label.
+    null_label_rows: Vec<u64>,
+    skipped: u64,
+    id_column: IdColumn,
+}
+
+impl Scan {
+    fn class_of(&self, label: Option<&str>) -> Option<u32> {
+        self.class_numbers.get(label.filter(|l| !l.is_empty())?).copied()
+    }
+}
+
+/// What scanning one file learns, beside its class tallies.
+struct FileFacts {
+    input: InputFile,
+    /// 0-based rows of the file with a null label, the first few.
+    null_label_rows: Vec<u64>,
+    skipped: u64,
+    id_column: IdColumn,
+}
+
+fn scan_file(
+    spec: &JobSpec,
+    file: &FileRef<'_>,
+    settings: &RunSettings,
+    observer: &dyn JobObserver,
+    tallies: &mut HashMap<String, ClassTally>,
+) -> Result<FileFacts> {
+    let (format, _) = InputFormat::resolve(spec.format, file.source.name())?;
+    let (bytes, sha256) = checksum(file.source, observer)?;
+    let opened = ingest::open(file.source, spec, settings.read)?;
+    let mut rows = 0u64;
+    let mut null_label_rows = Vec::new();
+    let mut skipped = 0;
+    let mut id_column = if opened.columns.id.is_some() { IdColumn::Integer } else { IdColumn::Absent };
     for batch in opened.batches {
         let batch = batch?;
         check_cancel(observer)?;
         for (i, label) in batch.labels.iter().enumerate() {
-            let position = batch.first_position + i as u64;
-            scan.rows += 1;
-            let class = match label.as_deref() {
-                Some(label) if !label.is_empty() => match scan.class_numbers.get(label) {
-                    Some(&class) => class,
-                    None => {
-                        let class = scan.labels.len() as u32;
-                        scan.class_numbers.insert(label.to_string(), class);
-                        scan.labels.push(label.to_string());
-                        scan.tallies.push(ClassTally::default());
-                        class
-                    }
+            rows += 1;
+            let row = batch.first_position + i as u64;
+            let tally = match label.as_deref() {
+                Some(label) if !label.is_empty() => match tallies.get_mut(label) {
+                    Some(tally) => tally,
+                    None => tallies.entry(label.to_string()).or_default(),
                 },
                 _ => {
                     if spec.null_labels == NullLabelPolicy::Error {
                         return Err(Error::bad_input(
-                            InputLocation::cell(position + 1, &spec.label_column),
+                            InputLocation::cell(row + 1, &spec.label_column),
                             "null or empty label (set \"null_labels\": \"skip\" to leave such rows out)",
                         ));
                     }
-                    if scan.null_label_rows.len() < NULL_LABEL_SAMPLE {
-                        scan.null_label_rows.push(position + 1);
+                    if null_label_rows.len() < NULL_LABEL_SAMPLE {
+                        null_label_rows.push(row);
                     }
-                    scan.skipped += 1;
+                    skipped += 1;
                     continue;
                 }
             };
-            scan.tallies[class as usize].add(membership_hash(spec.seed, row_key(&batch, i)));
+            tally.add(membership_hash(spec.seed, file.row_key(&batch, i)));
         }
         if let Some(ids) = &batch.ids {
             let all_integers = ids.iter().flatten().all(|id| id.trim().parse::<i64>().is_ok());
             if !all_integers {
-                scan.id_column = IdColumn::Text;
+                id_column = IdColumn::Text;
             }
         }
     }
-    if scan.rows == 0 {
+    let input = InputFile { name: file.source.name().to_string(), format, bytes, sha256, rows };
+    Ok(FileFacts { input, null_label_rows, skipped, id_column })
+}
+
+fn scan(
+    spec: &JobSpec,
+    files: &mut [FileRef<'_>],
+    settings: &RunSettings,
+    observer: &dyn JobObserver,
+    pool: &rayon::ThreadPool,
+) -> Result<Scan> {
+    // Class tallies are merged as files finish (the merge is a sum, so the
+    // order does not matter); each file's facts are kept in file order.
+    let merged: Mutex<HashMap<String, ClassTally>> = Mutex::default();
+    let facts: Vec<Result<FileFacts>> = pool.install(|| {
+        files
+            .par_iter()
+            .map(|file| {
+                let mut tallies = HashMap::new();
+                let facts = scan_file(spec, file, settings, observer, &mut tallies).map_err(|e| file.locate(e))?;
+                let mut merged = merged.lock().unwrap();
+                for (label, tally) in tallies {
+                    merged.entry(label).or_default().merge(&tally);
+                }
+                Ok(facts)
+            })
+            .collect()
+    });
+    // The first failing file, in order, is the one reported.
+    let facts = facts.into_iter().collect::<Result<Vec<_>>>()?;
+
+    let mut next_position = 0;
+    let mut null_label_rows = Vec::new();
+    let mut skipped = 0;
+    let mut id_column = IdColumn::Integer;
+    for (file, facts) in files.iter_mut().zip(&facts) {
+        file.first_position = next_position;
+        file.rows = facts.input.rows;
+        null_label_rows.extend(facts.null_label_rows.iter().map(|row| next_position + row + 1));
+        next_position += facts.input.rows;
+        skipped += facts.skipped;
+        id_column = id_column.max(facts.id_column);
+    }
+    null_label_rows.truncate(NULL_LABEL_SAMPLE);
+    let rows = next_position;
+    if rows == 0 {
         return Err(Error::bad_input(InputLocation::default(), "the input has a header but no data rows"));
     }
-    if scan.labels.is_empty() {
+    let mut tallies: Vec<(String, ClassTally)> = merged.into_inner().unwrap().into_iter().collect();
+    if tallies.is_empty() {
         return Err(Error::bad_input(InputLocation::column(&spec.label_column), "every label is null"));
     }
-    Ok(scan)
+    tallies.sort_by(|a, b| a.0.cmp(&b.0));
+    let (labels, tallies): (Vec<String>, Vec<ClassTally>) = tallies.into_iter().unzip();
+    let class_numbers = labels.iter().enumerate().map(|(n, l)| (l.clone(), n as u32)).collect();
+    Ok(Scan {
+        input: InputSummary::of_files(facts.into_iter().map(|f| f.input).collect()),
+        rows,
+        labels,
+        class_numbers,
+        tallies,
+        null_label_rows,
+        skipped,
+        id_column,
+    })
 }
 
 /// Which rows go to validation, per class, and the class mapping.
 struct SplitPlan {
     seed: u64,
     by_class: Vec<ClassSplit>,
-    /// Index of each class number in the sorted class mapping.
-    target_of_class: Vec<i64>,
     class_to_index: ClassToIndex,
 }
 
@@ -196,45 +294,58 @@ impl SplitPlan {
     /// and selects the exact threshold among them.
     fn fit(
         spec: &JobSpec,
-        source: &dyn InputSource,
+        files: &[FileRef<'_>],
         settings: &RunSettings,
         scan: &Scan,
         observer: &dyn JobObserver,
+        pool: &rayon::ThreadPool,
     ) -> Result<Self> {
-        let mut boundaries: Vec<Boundary> =
-            scan.tallies.iter().map(|t| t.boundary(spec.test_size, spec.split_mode)).collect();
-        for batch in ingest::open(source, spec, settings.read)?.batches {
-            let batch = batch?;
-            check_cancel(observer)?;
-            for (i, label) in batch.labels.iter().enumerate() {
-                if let Some(class) = scan.class_of(label.as_deref()) {
-                    let hash = membership_hash(spec.seed, row_key(&batch, i));
-                    boundaries[class as usize].offer(hash, batch.first_position + i as u64);
+        let empty: Vec<Boundary> = scan.tallies.iter().map(|t| t.boundary(spec.test_size, spec.split_mode)).collect();
+        let merged = Mutex::new(empty.clone());
+        pool.install(|| {
+            files.par_iter().try_for_each(|file| -> Result<()> {
+                let mut boundaries = empty.clone();
+                let opened = ingest::open(file.source, spec, settings.read).map_err(|e| file.locate(e))?;
+                for batch in opened.batches {
+                    let batch = batch.map_err(|e| file.locate(e))?;
+                    check_cancel(observer)?;
+                    for (i, label) in batch.labels.iter().enumerate() {
+                        if let Some(class) = scan.class_of(label.as_deref()) {
+                            let hash = membership_hash(spec.seed, file.row_key(&batch, i));
+                            boundaries[class as usize].offer(hash, file.position(&batch, i));
+                        }
+                    }
                 }
-            }
-        }
-        let by_class = boundaries.into_iter().map(Boundary::finish).collect();
+                let mut merged = merged.lock().unwrap();
+                merged.iter_mut().zip(boundaries).for_each(|(m, b)| m.merge(b));
+                Ok(())
+            })
+        })?;
+        let by_class = merged.into_inner().unwrap().into_iter().map(Boundary::finish).collect();
         // Every class keeps at least one train row, so the train split's
-        // labels are all the labels.
-        let mut sorted = scan.labels.clone();
-        sorted.sort();
-        let class_to_index: ClassToIndex = sorted.iter().enumerate().map(|(i, l)| (l.clone(), i as i64)).collect();
-        let target_of_class = scan.labels.iter().map(|l| class_to_index[l]).collect();
-        Ok(Self { seed: spec.seed, by_class, target_of_class, class_to_index })
+        // labels are all the labels; the scan sorted them.
+        let class_to_index = scan.labels.iter().enumerate().map(|(i, l)| (l.clone(), i as i64)).collect();
+        Ok(Self { seed: spec.seed, by_class, class_to_index })
     }
 
-    /// A row's class number and whether it goes to validation; `None` for a
-    /// row left out (null label).
-    fn side(&self, scan: &Scan, batch: &RowBatch, i: usize) -> Option<(u32, bool)> {
+    /// A row's target and whether it goes to validation; `None` for a row
+    /// left out (null label).
+    fn side(&self, scan: &Scan, file: &FileRef<'_>, batch: &RowBatch, i: usize) -> Option<(i64, bool)> {
         let class = scan.class_of(batch.labels[i].as_deref())?;
-        let hash = membership_hash(self.seed, row_key(batch, i));
-        Some((class, self.by_class[class as usize].is_validation(hash, batch.first_position + i as u64)))
+        let hash = membership_hash(self.seed, file.row_key(batch, i));
+        Some((i64::from(class), self.by_class[class as usize].is_validation(hash, file.position(batch, i))))
+    }
+
+    fn counts(&self) -> SplitCounts {
+        let validation: u64 = self.by_class.iter().map(|c| c.validation_rows).sum();
+        let rows: u64 = self.by_class.iter().map(|c| c.rows).sum();
+        SplitCounts { train: rows - validation, validation }
     }
 }
 
 pub fn run(
     spec: &JobSpec,
-    source: &dyn InputSource,
+    dataset: &Dataset,
     tokenizer: TokenizerPlan,
     sink: &dyn ArtifactSink,
     observer: &dyn JobObserver,
@@ -242,13 +353,25 @@ pub fn run(
     settings: &RunSettings,
 ) -> Result<JobOutcome> {
     spec.validate()?;
+    if dataset.is_empty() {
+        return Err(Error::bad_input(InputLocation::default(), "the dataset has no files"));
+    }
+    let multi_file = dataset.len() > 1;
+    let mut files: Vec<FileRef<'_>> = dataset
+        .iter()
+        .map(|source| FileRef {
+            source: source.as_ref(),
+            key: if multi_file { source.name() } else { "" },
+            first_position: 0,
+            rows: 0,
+        })
+        .collect();
+
     observer.stage(Stage::Ingest);
-    let scan = scan(spec, source, settings, observer)?;
-    let rows_total = scan.rows - scan.skipped;
-    observer.progress(0, rows_total);
+    let scan = scan(spec, &mut files, settings, observer, pool)?;
 
     observer.stage(Stage::Split);
-    let plan = SplitPlan::fit(spec, source, settings, &scan, observer)?;
+    let plan = SplitPlan::fit(spec, &files, settings, &scan, observer, pool)?;
 
     observer.stage(Stage::Fit);
     let cleaning = CleaningConfig {
@@ -258,9 +381,8 @@ pub fn run(
     let (tokenizer, tokenizer_source) = match tokenizer {
         TokenizerPlan::Ready(tokenizer) => (*tokenizer, spec.tokenizer.clone()),
         TokenizerPlan::Train { vocab_size } => {
-            let trained = train_tokenizer(spec, source, settings, &scan, &plan, &cleaning, vocab_size)?;
-            let source = TokenizerSpec::Train { vocab_size };
-            (trained, source)
+            let trained = train_tokenizer(spec, &files, settings, &scan, &plan, &cleaning, vocab_size)?;
+            (trained, TokenizerSpec::Train { vocab_size })
         }
     };
     let preprocessor = FittedPreprocessor::fit(
@@ -274,18 +396,44 @@ pub fn run(
     )?;
 
     observer.stage(Stage::Process);
-    let processed = process(spec, source, settings, &scan, &plan, &preprocessor, observer, pool, rows_total)?;
+    let partitions = Partitioning { rows: scan.rows, partition_rows: settings.partition_rows.max(1) };
+    let fingerprint = fingerprint(spec, &scan, &preprocessor, partitions.partition_rows)?;
+    let (work, finished) = WorkDir::open(&settings.work_dir, &fingerprint)?;
+    let counts =
+        process(spec, &files, settings, &scan, &plan, &preprocessor, &work, finished, partitions, observer, pool)?;
+    if counts.train != plan.counts().train || counts.validation != plan.counts().validation {
+        return Err(Error::internal(format!(
+            "the partitions hold {} train and {} validation rows, the split planned {:?}",
+            counts.train,
+            counts.validation,
+            plan.counts()
+        )));
+    }
 
     observer.stage(Stage::Write);
     check_cancel(observer)?;
-    let outcome = write(spec, scan, plan, preprocessor, processed, sink)?;
+    let outcome = write(spec, scan, plan, preprocessor, &work, partitions, counts, sink)?;
     observer.stage(Stage::Done);
     Ok(outcome)
 }
 
+/// Everything a partition's bytes depend on.
+fn fingerprint(spec: &JobSpec, scan: &Scan, preprocessor: &FittedPreprocessor, partition_rows: u64) -> Result<String> {
+    let spec = JobSpec { source: None, ..spec.clone() };
+    let described = serde_json::to_vec(&(
+        env!("CARGO_PKG_VERSION"),
+        &spec,
+        &scan.input.sha256,
+        preprocessor.config(),
+        partition_rows,
+    ))
+    .map_err(Error::internal)?;
+    Ok(hex::encode(Sha256::digest(described)))
+}
+
 fn train_tokenizer(
     spec: &JobSpec,
-    source: &dyn InputSource,
+    files: &[FileRef<'_>],
     settings: &RunSettings,
     scan: &Scan,
     plan: &SplitPlan,
@@ -293,20 +441,26 @@ fn train_tokenizer(
     vocab_size: usize,
 ) -> Result<WordPieceTokenizer> {
     let cleaner = TextCleaner::new(cleaning.clone());
-    let opened = ingest::open(source, spec, settings.read)?;
     let failure: Mutex<Option<Error>> = Mutex::new(None);
-    let texts = opened.batches.map_while(|batch| match batch {
-        Ok(batch) => Some(batch),
-        Err(e) => {
-            *failure.lock().unwrap() = Some(e);
-            None
-        }
-    });
-    let train_texts = texts.flat_map(|batch| {
-        (0..batch.len())
-            .filter(|&i| plan.side(scan, &batch, i).is_some_and(|(_, validation)| !validation))
-            .map(|i| cleaner.clean(&batch.texts[i]))
-            .collect::<Vec<_>>()
+    let fail = |e: Error| {
+        failure.lock().unwrap().get_or_insert(e);
+    };
+    // Streamed batch by batch: only one batch's texts are held at a time.
+    let train_texts = files.iter().flat_map(|file| {
+        let batches = match ingest::open(file.source, spec, settings.read) {
+            Ok(opened) => opened.batches,
+            Err(e) => {
+                fail(file.locate(e));
+                Box::new(std::iter::empty())
+            }
+        };
+        let cleaner = &cleaner;
+        batches.map_while(move |batch| batch.map_err(|e| fail(file.locate(e))).ok()).flat_map(move |batch| {
+            (0..batch.len())
+                .filter(|&i| plan.side(scan, file, &batch, i).is_some_and(|(_, validation)| !validation))
+                .map(|i| cleaner.clean(&batch.texts[i]))
+                .collect::<Vec<_>>()
+        })
     });
     let trained = WordPieceTokenizer::train(train_texts, vocab_size);
     if let Some(e) = failure.into_inner().unwrap() {
@@ -315,73 +469,168 @@ fn train_tokenizer(
     trained
 }
 
-struct Processed {
-    train: SortedRuns,
-    validation: SortedRuns,
-    empty_cleaned_texts: u64,
-    truncated_rows: u64,
+/// Input positions cut into fixed ranges.
+#[derive(Debug, Clone, Copy)]
+struct Partitioning {
+    /// Input rows, null labels included.
+    rows: u64,
+    partition_rows: u64,
 }
 
+impl Partitioning {
+    fn count(&self) -> u64 {
+        self.rows.div_ceil(self.partition_rows)
+    }
+
+    fn of(&self, position: u64) -> u64 {
+        position / self.partition_rows
+    }
+
+    /// Input rows (null labels included) in `partition`.
+    fn len(&self, partition: u64) -> u64 {
+        self.partition_rows.min(self.rows - partition * self.partition_rows)
+    }
+}
+
+/// A partition whose rows are still arriving from the workers.
+#[derive(Default)]
+struct OpenPartition {
+    /// Input positions accounted for, rows left out included.
+    seen: u64,
+    train: Vec<ProcessedRow>,
+    validation: Vec<ProcessedRow>,
+    counts: PartitionCounts,
+}
+
+impl OpenPartition {
+    fn absorb(&mut self, other: OpenPartition) {
+        self.seen += other.seen;
+        self.train.extend(other.train);
+        self.validation.extend(other.validation);
+        self.counts.add(&other.counts);
+    }
+}
+
+/// Cleans and tokenizes every row of the partitions not finished yet;
+/// returns the counts over all partitions.
 #[allow(clippy::too_many_arguments)]
 fn process(
     spec: &JobSpec,
-    source: &dyn InputSource,
+    files: &[FileRef<'_>],
     settings: &RunSettings,
     scan: &Scan,
     plan: &SplitPlan,
     preprocessor: &FittedPreprocessor,
+    work: &WorkDir,
+    finished: BTreeMap<u64, PartitionCounts>,
+    partitions: Partitioning,
     observer: &dyn JobObserver,
     pool: &rayon::ThreadPool,
-    rows_total: u64,
-) -> Result<Processed> {
-    let opened = ingest::open(source, spec, settings.read)?;
-    let train = SortedRuns::new(&settings.scratch_dir, "train")?;
-    let validation = SortedRuns::new(&settings.scratch_dir, "val")?;
-    let rows_done = AtomicU64::new(0);
-    let empty = AtomicU64::new(0);
-    let truncated = AtomicU64::new(0);
+) -> Result<PartitionCounts> {
+    let rows_total = scan.rows - scan.skipped;
+    let finished = Mutex::new(finished);
+    let rows_done = AtomicU64::new(finished.lock().unwrap().values().map(PartitionCounts::rows).sum());
+    observer.progress(rows_done.load(Ordering::Relaxed), rows_total);
+    let is_finished = |partition: u64| finished.lock().unwrap().contains_key(&partition);
+    let open: Mutex<HashMap<u64, OpenPartition>> = Mutex::default();
+
     pool.install(|| {
-        opened.batches.par_bridge().try_for_each(|batch| -> Result<()> {
-            let batch = batch?;
-            check_cancel(observer)?;
-            let mut train_rows = Vec::with_capacity(batch.len());
-            let mut validation_rows = Vec::new();
-            for (i, text) in batch.texts.iter().enumerate() {
-                let position = batch.first_position + i as u64;
-                let Some((class, is_validation)) = plan.side(scan, &batch, i) else { continue };
-                let encoded = preprocessor.encode_text(text)?;
-                if encoded.cleaned.is_empty() {
-                    empty.fetch_add(1, Ordering::Relaxed);
-                }
-                if encoded.truncated {
-                    truncated.fetch_add(1, Ordering::Relaxed);
-                }
-                let row = ProcessedRow {
-                    order: (order_hash(spec.seed, row_key(&batch, i)), position),
-                    id: batch.ids.as_ref().and_then(|ids| ids[i].clone()),
-                    text: encoded.cleaned,
-                    ids: encoded.ids,
-                    target: plan.target_of_class[class as usize],
-                };
-                if is_validation { validation_rows.push(row) } else { train_rows.push(row) }
+        files.par_iter().try_for_each(|file| -> Result<()> {
+            let last = file.first_position + file.rows;
+            let all_finished =
+                (file.rows == 0) || (partitions.of(file.first_position)..=partitions.of(last - 1)).all(is_finished);
+            if all_finished {
+                return Ok(());
             }
-            let done = rows_done.fetch_add((train_rows.len() + validation_rows.len()) as u64, Ordering::Relaxed)
-                + (train_rows.len() + validation_rows.len()) as u64;
-            train.extend(train_rows)?;
-            validation.extend(validation_rows)?;
-            observer.progress(done, rows_total);
-            Ok(())
+            let opened = ingest::open(file.source, spec, settings.read).map_err(|e| file.locate(e))?;
+            opened.batches.par_bridge().try_for_each(|batch| -> Result<()> {
+                let batch = batch.map_err(|e| file.locate(e))?;
+                check_cancel(observer)?;
+                let mut i = 0;
+                while i < batch.len() {
+                    let partition = partitions.of(file.position(&batch, i));
+                    let end = ((partition + 1) * partitions.partition_rows - file.position(&batch, 0))
+                        .min(batch.len() as u64) as usize;
+                    if !is_finished(partition) {
+                        let part = encode_rows(spec, file, scan, plan, preprocessor, &batch, i..end)?;
+                        let done = part.counts.rows();
+                        let complete = {
+                            let mut open = open.lock().unwrap();
+                            let entry = open.entry(partition).or_default();
+                            entry.absorb(part);
+                            (entry.seen == partitions.len(partition)).then(|| open.remove(&partition)).flatten()
+                        };
+                        if let Some(mut complete) = complete {
+                            work.finish_partition(
+                                partition,
+                                &mut complete.train,
+                                &mut complete.validation,
+                                &complete.counts,
+                            )?;
+                            finished.lock().unwrap().insert(partition, complete.counts);
+                        }
+                        let done = rows_done.fetch_add(done, Ordering::Relaxed) + done;
+                        observer.progress(done, rows_total);
+                    }
+                    i = end;
+                }
+                Ok(())
+            })
         })
     })?;
-    Ok(Processed { train, validation, empty_cleaned_texts: empty.into_inner(), truncated_rows: truncated.into_inner() })
+
+    let finished = finished.into_inner().unwrap();
+    if finished.len() as u64 != partitions.count() {
+        return Err(Error::internal(format!("{} of {} partitions finished", finished.len(), partitions.count())));
+    }
+    let mut total = PartitionCounts::default();
+    finished.values().for_each(|counts| total.add(counts));
+    Ok(total)
 }
 
+/// Cleans and tokenizes rows `range` of a batch (all in one partition).
+fn encode_rows(
+    spec: &JobSpec,
+    file: &FileRef<'_>,
+    scan: &Scan,
+    plan: &SplitPlan,
+    preprocessor: &FittedPreprocessor,
+    batch: &RowBatch,
+    range: std::ops::Range<usize>,
+) -> Result<OpenPartition> {
+    let mut part = OpenPartition { seen: range.len() as u64, ..OpenPartition::default() };
+    for i in range {
+        let Some((target, is_validation)) = plan.side(scan, file, batch, i) else { continue };
+        let encoded = preprocessor.encode_text(&batch.texts[i])?;
+        part.counts.empty_cleaned_texts += u64::from(encoded.cleaned.is_empty());
+        part.counts.truncated_rows += u64::from(encoded.truncated);
+        let row = ProcessedRow {
+            order: (order_hash(spec.seed, file.row_key(batch, i)), file.position(batch, i)),
+            id: batch.ids.as_ref().and_then(|ids| ids[i].clone()),
+            text: encoded.cleaned,
+            ids: encoded.ids,
+            target,
+        };
+        if is_validation {
+            part.counts.validation += 1;
+            part.validation.push(row);
+        } else {
+            part.counts.train += 1;
+            part.train.push(row);
+        }
+    }
+    Ok(part)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn write(
     spec: &JobSpec,
     scan: Scan,
     plan: SplitPlan,
     preprocessor: FittedPreprocessor,
-    processed: Processed,
+    work: &WorkDir,
+    partitions: Partitioning,
+    counts: PartitionCounts,
     sink: &dyn ArtifactSink,
 ) -> Result<JobOutcome> {
     let mut artifacts = Vec::new();
@@ -389,15 +638,12 @@ fn write(
         artifacts.push(ArtifactEntry::describe(name, &bytes, rows));
         sink.put(name, bytes)
     };
-    let rows = RowCounts {
-        input: scan.rows,
-        skipped: scan.skipped,
-        train: processed.train.len(),
-        validation: processed.validation.len(),
-    };
+    let rows =
+        RowCounts { input: scan.rows, skipped: scan.skipped, train: counts.train, validation: counts.validation };
     let mut tokens = TokenTally::default();
-    for (split, runs) in [("train", processed.train), ("val", processed.validation)] {
-        let mut merged = runs.into_sorted()?.peekable();
+    for (split, side) in [("train", SplitSide::Train), ("val", SplitSide::Validation)] {
+        let runs = (0..partitions.count()).map(|p| work.run_path(p, side)).collect();
+        let mut merged = merge_runs(runs, &work.temp_dir())?.peekable();
         let mut part = Vec::with_capacity(spec.rows_per_part.min(1 << 16));
         let mut n = 0;
         // An empty split still gets one (empty) part, so readers find its schema.
@@ -426,15 +672,14 @@ fn write(
             SplitCounts { train: split.rows - split.validation_rows, validation: split.validation_rows },
         );
     }
-    let tokens = tokens.stats();
     let report = QualityReport {
         rows: rows.clone(),
         null_label_rows: scan.null_label_rows.clone(),
-        empty_cleaned_texts: processed.empty_cleaned_texts,
-        truncated_rows: processed.truncated_rows,
+        empty_cleaned_texts: counts.empty_cleaned_texts,
+        truncated_rows: counts.truncated_rows,
         classes_too_small: too_small,
         classes: classes.clone(),
-        tokens,
+        tokens: tokens.stats(),
     };
     put(CLASS_TO_INDEX, to_json_bytes(&plan.class_to_index)?, None)?;
     put(TOKENIZER, preprocessor.tokenizer().json().as_bytes().to_vec(), None)?;

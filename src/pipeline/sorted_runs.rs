@@ -1,103 +1,73 @@
-//! A split's processed rows, kept out of memory: rows arrive in any order
-//! from the workers, are spilled as sorted runs to a scratch directory, and
-//! come back merged in `(order hash, position)` order. Memory holds one
-//! unspilled run and one read buffer per run, whatever the dataset's size.
+//! Processed rows kept out of memory as sorted runs: files of rows in
+//! ascending `(order hash, position)`, merged back into one ordered stream.
+//! A full shuffle's order, by an external merge sort instead of a shuffle in
+//! memory. The merge reads a bounded number of runs at once
+//! ([`MAX_FAN_IN`]); more runs are first merged in groups into longer ones,
+//! so memory stays the same however many runs a dataset makes.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use super::artifacts::ProcessedRow;
 use crate::error::{Error, Result};
 
-/// Bytes of rows (roughly) held before a run is spilled.
-const RUN_BYTES: usize = 64 << 20;
+/// Runs merged at once: this many read buffers are held.
+pub const MAX_FAN_IN: usize = 256;
+const READ_BUFFER: usize = 128 << 10;
+const WRITE_BUFFER: usize = 1 << 20;
 
-fn row_bytes(row: &ProcessedRow) -> usize {
-    64 + row.text.len() + row.id.as_ref().map_or(0, String::len) + 4 * row.ids.len()
+/// Sorts `rows` and writes them as a run at `path`, atomically: the run is
+/// written beside and renamed into place once whole and synced, so a run
+/// that exists is complete even after a crash.
+pub fn write_run(path: &Path, rows: &mut [ProcessedRow]) -> Result<()> {
+    rows.sort_unstable_by_key(|r| r.order);
+    let partial = path.with_extension("partial");
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER, File::create(&partial)?);
+    for row in rows.iter() {
+        write_row(&mut out, row)?;
+    }
+    finish_run(out, &partial, path)
 }
 
-#[derive(Default)]
-struct Pending {
-    rows: Vec<ProcessedRow>,
-    bytes: usize,
+fn finish_run(out: BufWriter<File>, partial: &Path, path: &Path) -> Result<()> {
+    let file = out.into_inner().map_err(|e| Error::from(e.into_error()))?;
+    file.sync_all()?;
+    std::fs::rename(partial, path)?;
+    Ok(())
 }
 
-pub struct SortedRuns {
-    dir: tempfile::TempDir,
-    pending: Mutex<Pending>,
-    runs: Mutex<Vec<PathBuf>>,
-    rows: Mutex<u64>,
-}
-
-impl SortedRuns {
-    /// Runs live in a fresh directory under `scratch`, removed on drop.
-    pub fn new(scratch: &Path, label: &str) -> Result<Self> {
-        std::fs::create_dir_all(scratch)?;
-        let dir = tempfile::Builder::new().prefix(&format!("{label}-")).tempdir_in(scratch)?;
-        Ok(Self { dir, pending: Mutex::default(), runs: Mutex::default(), rows: Mutex::new(0) })
-    }
-
-    /// Adds rows; spills a sorted run when enough have gathered.
-    pub fn extend(&self, rows: Vec<ProcessedRow>) -> Result<()> {
-        *self.rows.lock().unwrap() += rows.len() as u64;
-        let full = {
-            let mut pending = self.pending.lock().unwrap();
-            pending.bytes += rows.iter().map(row_bytes).sum::<usize>();
-            pending.rows.extend(rows);
-            (pending.bytes >= RUN_BYTES).then(|| std::mem::take(&mut *pending))
-        };
-        match full {
-            Some(full) => self.spill(full.rows),
-            None => Ok(()),
-        }
-    }
-
-    pub fn len(&self) -> u64 {
-        *self.rows.lock().unwrap()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn spill(&self, mut rows: Vec<ProcessedRow>) -> Result<()> {
-        rows.sort_unstable_by_key(|r| r.order);
-        let path = {
-            let mut runs = self.runs.lock().unwrap();
-            let path = self.dir.path().join(format!("run-{:06}", runs.len()));
-            runs.push(path.clone());
-            path
-        };
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(&path)?);
-        for row in &rows {
-            write_row(&mut out, row)?;
-        }
-        out.flush()?;
-        Ok(())
-    }
-
-    /// Every row, in ascending `(order hash, position)`.
-    pub fn into_sorted(self) -> Result<MergedRows> {
-        let last = std::mem::take(&mut *self.pending.lock().unwrap());
-        if !last.rows.is_empty() {
-            self.spill(last.rows)?;
-        }
-        let runs = std::mem::take(&mut *self.runs.lock().unwrap());
-        let mut readers = Vec::with_capacity(runs.len());
-        let mut heads = BinaryHeap::with_capacity(runs.len());
-        for (n, path) in runs.iter().enumerate() {
-            let mut reader = BufReader::with_capacity(256 << 10, File::open(path)?);
-            if let Some(row) = read_row(&mut reader)? {
-                heads.push(Reverse(Head { order: row.order, run: n, row }));
+/// Every row of `runs`, in ascending `(order hash, position)`. Beyond
+/// [`MAX_FAN_IN`] runs, groups are merged into longer runs in `temp_dir`
+/// first (removed when the returned stream is dropped).
+pub fn merge_runs(mut runs: Vec<PathBuf>, temp_dir: &Path) -> Result<MergedRows> {
+    std::fs::create_dir_all(temp_dir)?;
+    let temp = tempfile::Builder::new().prefix("merge-").tempdir_in(temp_dir)?;
+    let mut level = 0;
+    while runs.len() > MAX_FAN_IN {
+        let mut longer = Vec::with_capacity(runs.len().div_ceil(MAX_FAN_IN));
+        for (n, group) in runs.chunks(MAX_FAN_IN).enumerate() {
+            let path = temp.path().join(format!("level{level}-{n:06}.run"));
+            let partial = path.with_extension("partial");
+            let mut out = BufWriter::with_capacity(WRITE_BUFFER, File::create(&partial)?);
+            for row in MergedRows::open(group.to_vec(), None)? {
+                write_row(&mut out, &row?)?;
             }
-            readers.push(reader);
+            finish_run(out, &partial, &path)?;
+            longer.push(path);
         }
-        Ok(MergedRows { _dir: self.dir, readers, heads })
+        // Runs of an earlier level that were made here are not needed again.
+        if level > 0 {
+            for run in &runs {
+                let _ = std::fs::remove_file(run);
+            }
+        }
+        runs = longer;
+        level += 1;
     }
+    MergedRows::open(runs, Some(temp))
 }
 
 struct Head {
@@ -123,11 +93,26 @@ impl Ord for Head {
     }
 }
 
-/// The k-way merge of the runs.
+/// The k-way merge of some runs.
 pub struct MergedRows {
-    _dir: tempfile::TempDir,
     readers: Vec<BufReader<File>>,
     heads: BinaryHeap<Reverse<Head>>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl MergedRows {
+    fn open(runs: Vec<PathBuf>, temp: Option<tempfile::TempDir>) -> Result<Self> {
+        let mut readers = Vec::with_capacity(runs.len());
+        let mut heads = BinaryHeap::with_capacity(runs.len());
+        for (n, path) in runs.iter().enumerate() {
+            let mut reader = BufReader::with_capacity(READ_BUFFER, File::open(path)?);
+            if let Some(row) = read_row(&mut reader)? {
+                heads.push(Reverse(Head { order: row.order, run: n, row }));
+            }
+            readers.push(reader);
+        }
+        Ok(Self { readers, heads, _temp: temp })
+    }
 }
 
 impl Iterator for MergedRows {
@@ -179,7 +164,7 @@ fn read_string(input: &mut impl Read) -> Result<String> {
     let len = u32::from_le_bytes(read_array(input)?) as usize;
     let mut buf = vec![0u8; len];
     input.read_exact(&mut buf)?;
-    String::from_utf8(buf).map_err(|e| Error::internal(format!("corrupt scratch run: {e}")))
+    String::from_utf8(buf).map_err(|e| Error::internal(format!("corrupt run file: {e}")))
 }
 
 fn read_row(input: &mut impl Read) -> Result<Option<ProcessedRow>> {
@@ -216,25 +201,47 @@ mod tests {
         }
     }
 
+    fn orders(merged: MergedRows) -> Vec<(u64, u64)> {
+        merged.map(|r| r.unwrap().order).collect()
+    }
+
     #[test]
     fn runs_merge_back_in_order_with_every_field() {
-        let scratch = tempfile::tempdir().unwrap();
-        let runs = SortedRuns::new(scratch.path(), "t").unwrap();
-        // Several spilled runs, out of order.
-        for chunk in [vec![row(9, 0), row(3, 1)], vec![row(5, 2)], vec![row(3, 0), row(1, 7)]] {
-            runs.extend(chunk.clone()).unwrap();
-            let pending = std::mem::take(&mut *runs.pending.lock().unwrap());
-            runs.spill(pending.rows).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut runs = Vec::new();
+        for (n, mut chunk) in
+            [vec![row(9, 0), row(3, 1)], vec![row(5, 2)], vec![row(3, 0), row(1, 7)], vec![]].into_iter().enumerate()
+        {
+            let path = dir.path().join(format!("{n}.run"));
+            write_run(&path, &mut chunk).unwrap();
+            runs.push(path);
         }
-        runs.extend(vec![row(4, 4)]).unwrap();
-        assert_eq!(runs.len(), 6);
-        let merged: Vec<ProcessedRow> = runs.into_sorted().unwrap().collect::<Result<_>>().unwrap();
+        let merged: Vec<ProcessedRow> = merge_runs(runs, dir.path()).unwrap().collect::<Result<_>>().unwrap();
         let orders: Vec<(u64, u64)> = merged.iter().map(|r| r.order).collect();
-        assert_eq!(orders, [(1, 7), (3, 0), (3, 1), (4, 4), (5, 2), (9, 0)]);
+        assert_eq!(orders, [(1, 7), (3, 0), (3, 1), (5, 2), (9, 0)]);
         let again = row(1, 7);
         assert_eq!(
             (merged[0].id.clone(), merged[0].text.clone(), merged[0].ids.clone(), merged[0].target),
             (again.id, again.text, again.ids, again.target)
         );
+        assert!(!dir.path().read_dir().unwrap().any(|e| e.unwrap().path().extension().is_some_and(|x| x == "partial")));
+    }
+
+    #[test]
+    fn more_runs_than_the_fan_in_merge_in_levels() {
+        let dir = tempfile::tempdir().unwrap();
+        let n_runs = MAX_FAN_IN * 2 + 3;
+        let mut runs = Vec::new();
+        let mut expected = Vec::new();
+        for n in 0..n_runs as u64 {
+            // Interleaved keys, so every level has work to do.
+            let mut rows: Vec<ProcessedRow> = (0..3).map(|k| row((k * n_runs as u64 + n) * 7 % 1013, n)).collect();
+            expected.extend(rows.iter().map(|r| r.order));
+            let path = dir.path().join(format!("{n}.run"));
+            write_run(&path, &mut rows).unwrap();
+            runs.push(path);
+        }
+        expected.sort();
+        assert_eq!(orders(merge_runs(runs, &dir.path().join("tmp")).unwrap()), expected);
     }
 }

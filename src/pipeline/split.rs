@@ -19,11 +19,17 @@ use serde::{Deserialize, Serialize};
 use siphasher::sip::SipHasher13;
 use utoipa::ToSchema;
 
-/// The key that identifies a row for hashing: its position in the input, or
+/// The key that identifies a row for hashing: where it is in the input, or
 /// the value of the spec's `split_key` column.
 #[derive(Debug, Clone, Copy)]
 pub enum RowKey<'a> {
-    Position(u64),
+    /// Row `row` (0-based) of the file `file`: the file's path within a
+    /// multi-file source, empty for a single file. Keying by the file's own
+    /// path, not its rank, keeps a row's key when files are added beside it.
+    Position {
+        file: &'a str,
+        row: u64,
+    },
     Value(&'a str),
 }
 
@@ -35,9 +41,12 @@ const ORDER_DOMAIN: u64 = 0x7072_6570_642d_6f72; // "prepd-or"
 fn keyed_hash(seed: u64, domain: u64, key: RowKey<'_>) -> u64 {
     let mut hasher = SipHasher13::new_with_keys(seed, domain);
     match key {
-        RowKey::Position(position) => {
+        RowKey::Position { file, row } => {
             hasher.write_u8(0);
-            hasher.write(&position.to_le_bytes());
+            hasher.write(file.as_bytes());
+            // Never part of UTF-8: the file name's end is unambiguous.
+            hasher.write_u8(0xff);
+            hasher.write(&row.to_le_bytes());
         }
         RowKey::Value(value) => {
             hasher.write_u8(1);
@@ -119,6 +128,12 @@ impl ClassTally {
         self.rows
     }
 
+    /// Adds another part of the same class (tallied from another file).
+    pub fn merge(&mut self, other: &ClassTally) {
+        self.rows += other.rows;
+        self.histogram.iter_mut().zip(&other.histogram).for_each(|(a, b)| *a += b);
+    }
+
     /// What the second pass must look for in this class, in `mode`.
     pub fn boundary(&self, test_size: f64, mode: SplitMode) -> Boundary {
         match mode {
@@ -193,6 +208,14 @@ impl Boundary {
         }
     }
 
+    /// Adds what another pass over other rows of the class collected.
+    pub fn merge(&mut self, other: Boundary) {
+        if self.stable_cut.is_some() {
+            self.validation_rows += other.validation_rows;
+        }
+        self.members.extend(other.members);
+    }
+
     pub fn finish(mut self) -> ClassSplit {
         if let Some(cut) = self.stable_cut {
             // A class that would leave train empty stays wholly in train, as in exact mode.
@@ -237,7 +260,7 @@ mod tests {
     fn streamed_selection_takes_exactly_the_smallest_hashes() {
         for (n, test_size, seed) in [(1000u64, 0.25, 7), (1, 0.2, 1), (2, 0.5, 3), (70_001, 0.2, 9), (10, 0.99, 4)] {
             let mut members: Vec<(u64, u64)> =
-                (0..n).map(|p| (membership_hash(seed, RowKey::Position(p)), p)).collect();
+                (0..n).map(|p| (membership_hash(seed, RowKey::Position { file: "", row: p }), p)).collect();
             let split = streamed(&members, test_size);
             let expected = validation_count(test_size, n);
             let chosen = members.iter().filter(|&&(h, p)| split.is_validation(h, p)).count() as u64;
@@ -260,7 +283,8 @@ mod tests {
 
     #[test]
     fn stable_mode_cuts_the_hash_range() {
-        let members: Vec<(u64, u64)> = (0..20_000u64).map(|p| (membership_hash(5, RowKey::Position(p)), p)).collect();
+        let members: Vec<(u64, u64)> =
+            (0..20_000u64).map(|p| (membership_hash(5, RowKey::Position { file: "", row: p }), p)).collect();
         let mut tally = ClassTally::default();
         members.iter().for_each(|&(h, _)| tally.add(h));
         let mut boundary = tally.boundary(0.2, SplitMode::Stable);
@@ -276,9 +300,15 @@ mod tests {
 
     #[test]
     fn hashes_depend_on_seed_and_key_kind() {
-        assert_ne!(membership_hash(1, RowKey::Position(3)), membership_hash(2, RowKey::Position(3)));
-        assert_ne!(membership_hash(1, RowKey::Position(3)), order_hash(1, RowKey::Position(3)));
-        assert_ne!(membership_hash(1, RowKey::Value("3")), membership_hash(1, RowKey::Position(3)));
+        assert_ne!(
+            membership_hash(1, RowKey::Position { file: "", row: 3 }),
+            membership_hash(2, RowKey::Position { file: "", row: 3 })
+        );
+        assert_ne!(
+            membership_hash(1, RowKey::Position { file: "", row: 3 }),
+            order_hash(1, RowKey::Position { file: "", row: 3 })
+        );
+        assert_ne!(membership_hash(1, RowKey::Value("3")), membership_hash(1, RowKey::Position { file: "", row: 3 }));
     }
 
     #[test]
