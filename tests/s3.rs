@@ -58,12 +58,32 @@ for key in sys.argv[3:]:
     (moto, endpoint)
 }
 
+fn parquet_part(rows: &[data::Row]) -> Vec<u8> {
+    use polars::prelude::*;
+    let mut frame = df!(
+        "id" => rows.iter().map(|r| r.id as i64).collect::<Vec<_>>(),
+        "title" => rows.iter().map(|r| r.title.clone()).collect::<Vec<_>>(),
+        "description" => rows.iter().map(|r| r.description.clone()).collect::<Vec<_>>(),
+        "tag" => rows.iter().map(|r| r.tag.clone()).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let mut bytes = Vec::new();
+    ParquetWriter::new(&mut bytes).finish(&mut frame).unwrap();
+    bytes
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_sources_read_through_object_store() {
     let rows = data::course_rows(120, 31);
+    let parts = data::course_rows(300, 32);
     let (_moto, endpoint) = s3_with(&[
         ("madewithml/dataset.csv", data::to_csv(&rows).into_bytes()),
         ("vocab/vocab.txt", data::vocab().into_bytes()),
+        // Listed out of name order by nobody's promise: prepd sorts them.
+        ("parts/part-2.parquet", parquet_part(&parts[200..])),
+        ("parts/part-0.parquet", parquet_part(&parts[..100])),
+        ("parts/part-1.parquet", parquet_part(&parts[100..200])),
+        ("parts/_SUCCESS", Vec::new()),
     ]);
     // SAFETY: this test binary holds this one test, so no other thread reads the environment meanwhile.
     unsafe {
@@ -96,6 +116,40 @@ async fn s3_sources_read_through_object_store() {
             "{name}"
         );
     }
+
+    // Many files: a glob and the prefix name the same parts (the marker is
+    // not data), and give the same bytes.
+    let mut jobs = Vec::new();
+    for source in ["s3://datasets/parts/*.parquet", "s3://datasets/parts/"] {
+        let response = server
+            .client
+            .post(server.url("/jobs"))
+            .json(&json!({"source": source, "tokenizer": {"file": "s3://datasets/vocab/vocab.txt"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202, "{source}");
+        let job: Value = response.json().await.unwrap();
+        let job = server.wait_job(job["id"].as_str().unwrap()).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_eq!(job["progress"]["rows_done"], 300, "{job}");
+        jobs.push(job["id"].as_str().unwrap().to_string());
+    }
+    let manifest: Value = serde_json::from_slice(&server.artifact(&jobs[0], "manifest.json").await).unwrap();
+    let names: Vec<&str> =
+        manifest["input"]["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["part-0.parquet", "part-1.parquet", "part-2.parquet"]);
+    for name in ["train/part-00000.parquet", "val/part-00000.parquet", "manifest.json"] {
+        assert_eq!(server.artifact(&jobs[0], name).await, server.artifact(&jobs[1], name).await, "{name}");
+    }
+    let none = server
+        .client
+        .post(server.url("/jobs"))
+        .json(&json!({"source": "s3://datasets/parts/*.csv"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status(), 404);
 
     let missing = server
         .client

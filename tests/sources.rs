@@ -76,6 +76,33 @@ async fn file_uris_only_under_allowed_roots() {
     assert_eq!(response.status(), 403);
     let response = submit(&server, json!({"source": uri(root.path(), "missing.csv")})).await;
     assert_eq!(response.status(), 404);
+    // A directory or a glob under the root names many files; a file reached
+    // through a symlink out of the root is refused, as alone.
+    let parts = root.path().join("parts");
+    std::fs::create_dir_all(&parts).unwrap();
+    std::fs::write(parts.join("a.csv"), data::to_csv(&rows[..30])).unwrap();
+    std::fs::write(parts.join("b.csv"), data::to_csv(&rows[30..])).unwrap();
+    std::fs::write(parts.join(".hidden.csv"), "not data").unwrap();
+    let vocab = uri(root.path(), "vocab.txt");
+    let mut outcomes = Vec::new();
+    for source in [uri(root.path(), "parts"), format!("{}/*.csv", uri(root.path(), "parts"))] {
+        let response = submit(&server, json!({"source": source, "tokenizer": {"file": vocab}})).await;
+        assert_eq!(response.status(), 202, "{source}");
+        let job: Value = response.json().await.unwrap();
+        let job = server.wait_job(job["id"].as_str().unwrap()).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_eq!(job["progress"]["rows_done"], 60, "{job}");
+        outcomes.push(server.artifact(job["id"].as_str().unwrap(), "train/part-00000.parquet").await);
+    }
+    assert_eq!(outcomes[0], outcomes[1]);
+    let response = submit(&server, json!({"source": format!("{}/*.csv", uri(outside.path(), ""))})).await;
+    assert_eq!(response.status(), 403);
+    std::os::unix::fs::symlink(outside.path().join("dataset.csv"), parts.join("c.csv")).unwrap();
+    let response = submit(&server, json!({"source": format!("{}/*.csv", uri(root.path(), "parts"))})).await;
+    assert_eq!(response.status(), 403);
+    let response = submit(&server, json!({"source": format!("{}/*.jsonl", uri(root.path(), "parts"))})).await;
+    assert_eq!(response.status(), 404);
+
     let response = submit(&server, json!({"source": "ftp://example.com/d.csv"})).await;
     assert_eq!(response.status(), 422);
     let response = submit(&server, json!({"tokenizer": {"train": {"vocab_size": 100}}})).await;
