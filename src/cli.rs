@@ -138,6 +138,7 @@ pub async fn run(args: RunArgs) -> Result<Manifest> {
     let settings = RunSettings {
         read: args.common.read_settings(),
         partition_rows: args.common.partition_rows,
+        sort_bytes: args.common.sort_bytes,
         work_dir: work_dir.path().to_path_buf(),
     };
     let bar = ProgressBar::new(0);

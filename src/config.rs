@@ -29,6 +29,10 @@ pub struct CommonConfig {
     /// Memory grows with it (a partition's rows are sorted in memory).
     #[arg(long, env = "PREPD_PARTITION_ROWS", default_value_t = 100_000)]
     pub partition_rows: u64,
+    /// Bytes of processed rows the write stage sorts in memory at once (the
+    /// rows wait on disk, bucketed by their seeded order, until then).
+    #[arg(long, env = "PREPD_SORT_BYTES", default_value_t = 48 << 20)]
+    pub sort_bytes: u64,
     /// Largest size a compressed input (`.gz`, `.zst`) may decompress to.
     #[arg(long, env = "PREPD_MAX_DECOMPRESSED_BYTES", default_value_t = 1 << 40)]
     pub max_decompressed_bytes: u64,

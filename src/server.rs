@@ -48,6 +48,7 @@ pub async fn build_state(config: &ServeConfig) -> Result<AppState> {
             concurrent_jobs: config.concurrent_jobs,
             read: config.common.read_settings(),
             partition_rows: config.common.partition_rows,
+            sort_bytes: config.common.sort_bytes,
         },
     )?;
     let executor = Arc::new(executor);

@@ -85,13 +85,18 @@ async fn run_matches_the_service_byte_for_byte_at_any_parallelism() {
     let spec = json!({"test_size": 0.25, "seed": 42, "rows_per_part": 200});
     let (vocab, config) = write_inputs(dir.path(), &spec);
 
-    // Workers, rows per batch, rows per partition.
-    let matrix = [("1", "1000000", "1000000"), ("2", "64", "100"), ("7", "5", "37")];
+    // Workers, rows per batch, rows per partition, bytes sorted at once (so
+    // 1, 8 and 256 buckets).
+    let matrix = [("1", "1000000", "1000000", "100000000"), ("2", "64", "100", "60000"), ("7", "5", "37", "2000")];
     let mut runs = Vec::new();
-    for (workers, batch_rows, partition_rows) in matrix {
+    for (workers, batch_rows, partition_rows, sort_bytes) in matrix {
         let out = dir.path().join(format!("out-{workers}-{batch_rows}-{partition_rows}"));
-        let settings =
-            [("PREPD_WORKERS", workers), ("PREPD_BATCH_ROWS", batch_rows), ("PREPD_PARTITION_ROWS", partition_rows)];
+        let settings = [
+            ("PREPD_WORKERS", workers),
+            ("PREPD_BATCH_ROWS", batch_rows),
+            ("PREPD_PARTITION_ROWS", partition_rows),
+            ("PREPD_SORT_BYTES", sort_bytes),
+        ];
         runs.push(prepd_run(input.to_str().unwrap(), &out, &config, &vocab, &settings));
     }
     let first = &runs[0];
@@ -101,7 +106,7 @@ async fn run_matches_the_service_byte_for_byte_at_any_parallelism() {
         first.keys()
     );
     for (other, settings) in runs[1..].iter().zip(&matrix[1..]) {
-        assert_same_files(first, other, &format!("workers, batch rows, partition rows {settings:?}"));
+        assert_same_files(first, other, &format!("workers, batch rows, partition rows, sort bytes {settings:?}"));
     }
 
     let server = TestServer::start().await;

@@ -91,6 +91,7 @@ pub struct JobExecutor {
     hub: HubClient,
     read: ReadSettings,
     partition_rows: u64,
+    sort_bytes: u64,
     slots: Arc<Semaphore>,
     running: Mutex<HashMap<Uuid, Arc<RunningJob>>>,
     draining: AtomicBool,
@@ -103,6 +104,7 @@ pub struct ExecutorSettings {
     pub concurrent_jobs: usize,
     pub read: ReadSettings,
     pub partition_rows: u64,
+    pub sort_bytes: u64,
 }
 
 impl JobExecutor {
@@ -126,6 +128,7 @@ impl JobExecutor {
             hub,
             read: settings.read,
             partition_rows: settings.partition_rows,
+            sort_bytes: settings.sort_bytes,
             slots: Arc::new(Semaphore::new(settings.concurrent_jobs.max(1))),
             running: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
@@ -351,6 +354,7 @@ impl JobExecutor {
             let settings = RunSettings {
                 read: self.read,
                 partition_rows: self.partition_rows,
+                sort_bytes: self.sort_bytes,
                 work_dir: self.store.job_work_dir(id),
             };
             let observer = job.clone();

@@ -14,12 +14,12 @@
 //! {work_dir}/partitions/p00000012.train.run
 //! {work_dir}/partitions/p00000012.val.run
 //! {work_dir}/partitions/p00000012.done    counts (JSON), written last
-//! {work_dir}/tmp/                   merges in progress
 //! ```
 //!
 //! The fingerprint covers everything a partition's bytes depend on (input
-//! checksum, spec, fitted preprocessor, partition size, prepd version); a
-//! work directory left by a different computation is emptied, never reused.
+//! checksum, spec, fitted preprocessor, partition size, buckets, prepd
+//! version); a work directory left by another computation is emptied, never
+//! reused.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::artifacts::ProcessedRow;
-use super::sorted_runs::write_run;
+use super::sorted_runs::{Bucketing, write_run};
 use crate::error::{Error, Result};
 
 /// What a finished partition holds.
@@ -69,13 +69,18 @@ impl SplitSide {
 
 pub struct WorkDir {
     root: PathBuf,
+    bucketing: Bucketing,
 }
 
 impl WorkDir {
     /// Opens (creating) the work directory for a computation with this
     /// `fingerprint`, and returns the partitions already finished for it.
-    pub fn open(root: &Path, fingerprint: &str) -> Result<(Self, BTreeMap<u64, PartitionCounts>)> {
-        let work = Self { root: root.to_path_buf() };
+    pub fn open(
+        root: &Path,
+        fingerprint: &str,
+        bucketing: Bucketing,
+    ) -> Result<(Self, BTreeMap<u64, PartitionCounts>)> {
+        let work = Self { root: root.to_path_buf(), bucketing };
         std::fs::create_dir_all(root)?;
         let fingerprint_file = root.join("fingerprint");
         let previous = std::fs::read_to_string(&fingerprint_file).ok();
@@ -86,7 +91,6 @@ impl WorkDir {
             remove_dir_if_present(&work.partitions_dir())?;
             write_atomically(&fingerprint_file, fingerprint.as_bytes())?;
         }
-        remove_dir_if_present(&work.temp_dir())?;
         std::fs::create_dir_all(work.partitions_dir())?;
         let mut finished = BTreeMap::new();
         for entry in std::fs::read_dir(work.partitions_dir())? {
@@ -103,9 +107,8 @@ impl WorkDir {
         self.root.join("partitions")
     }
 
-    /// Where merges keep their intermediate runs.
-    pub fn temp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
+    pub fn bucketing(&self) -> Bucketing {
+        self.bucketing
     }
 
     pub fn run_path(&self, partition: u64, side: SplitSide) -> PathBuf {
@@ -120,8 +123,8 @@ impl WorkDir {
         validation: &mut [ProcessedRow],
         counts: &PartitionCounts,
     ) -> Result<()> {
-        write_run(&self.run_path(partition, SplitSide::Train), train)?;
-        write_run(&self.run_path(partition, SplitSide::Validation), validation)?;
+        write_run(&self.run_path(partition, SplitSide::Train), train, self.bucketing)?;
+        write_run(&self.run_path(partition, SplitSide::Validation), validation, self.bucketing)?;
         let done = self.partitions_dir().join(format!("p{partition:08}.done"));
         write_atomically(&done, &serde_json::to_vec(counts).map_err(Error::internal)?)
     }
@@ -164,18 +167,19 @@ mod tests {
     #[test]
     fn finished_partitions_survive_a_reopen_with_the_same_fingerprint_only() {
         let dir = tempfile::tempdir().unwrap();
+        let bucketing = Bucketing::with_bits(1);
         let counts = PartitionCounts { train: 2, validation: 1, empty_cleaned_texts: 0, truncated_rows: 1 };
         {
-            let (work, finished) = WorkDir::open(dir.path(), "a").unwrap();
+            let (work, finished) = WorkDir::open(dir.path(), "a", bucketing).unwrap();
             assert!(finished.is_empty());
             work.finish_partition(3, &mut [row(2), row(1)], &mut [row(5)], &counts).unwrap();
             // A partition cut off before its .done file does not count.
-            write_run(&work.run_path(4, SplitSide::Train), &mut [row(9)]).unwrap();
+            write_run(&work.run_path(4, SplitSide::Train), &mut [row(9)], bucketing).unwrap();
         }
-        let (work, finished) = WorkDir::open(dir.path(), "a").unwrap();
+        let (work, finished) = WorkDir::open(dir.path(), "a", bucketing).unwrap();
         assert_eq!(finished, BTreeMap::from([(3, counts)]));
         assert!(work.run_path(3, SplitSide::Validation).exists());
-        let (_, finished) = WorkDir::open(dir.path(), "b").unwrap();
+        let (_, finished) = WorkDir::open(dir.path(), "b", bucketing).unwrap();
         assert!(finished.is_empty());
         assert!(!work.run_path(3, SplitSide::Validation).exists());
     }

@@ -29,7 +29,7 @@ use super::ingest::{self, InputSource, ReadSettings, RowBatch};
 use super::partitions::{PartitionCounts, SplitSide, WorkDir};
 use super::preprocessor::{ClassToIndex, FittedPreprocessor};
 use super::pyunicode::UNICODE_VERSION;
-use super::sorted_runs::merge_runs;
+use super::sorted_runs::{Bucketing, read_in_order};
 use super::spec::{InputFormat, JobSpec, NullLabelPolicy, TokenizerSpec};
 use super::split::{Boundary, ClassSplit, ClassTally, RowKey, membership_hash, order_hash};
 use super::tokenize::WordPieceTokenizer;
@@ -73,6 +73,9 @@ pub struct RunSettings {
     pub read: ReadSettings,
     /// Input rows per partition: the unit of work that is finished and kept.
     pub partition_rows: u64,
+    /// Rows (as held in memory) the write stage sorts at once: the splits'
+    /// rows are bucketed by their order so that one bucket is about this big.
+    pub sort_bytes: u64,
     /// Where finished partitions are kept: the same directory on a later run
     /// of the same job resumes from them.
     pub work_dir: PathBuf,
@@ -150,7 +153,15 @@ struct Scan {
     null_label_rows: Vec<u64>,
     skipped: u64,
     id_column: IdColumn,
+    /// About what the processed rows take in memory: sets how finely they
+    /// are bucketed on their way to the splits.
+    row_bytes: u64,
 }
+
+/// A processed row in memory beyond its cleaned text and token ids (which
+/// take about a byte each per input character: a token id of 4 bytes per 4
+/// characters or so): the row's fields and its id.
+const ROW_OVERHEAD_BYTES: u64 = 128;
 
 impl Scan {
     fn class_of(&self, label: Option<&str>) -> Option<u32> {
@@ -165,6 +176,7 @@ struct FileFacts {
     null_label_rows: Vec<u64>,
     skipped: u64,
     id_column: IdColumn,
+    row_bytes: u64,
 }
 
 fn scan_file(
@@ -178,6 +190,7 @@ fn scan_file(
     let (bytes, sha256) = checksum(file.source, observer)?;
     let opened = ingest::open(file.source, spec, settings.read)?;
     let mut rows = 0u64;
+    let mut row_bytes = 0u64;
     let mut null_label_rows = Vec::new();
     let mut skipped = 0;
     let mut id_column = if opened.columns.id.is_some() { IdColumn::Integer } else { IdColumn::Absent };
@@ -207,6 +220,7 @@ fn scan_file(
                 }
             };
             tally.add(membership_hash(spec.seed, file.row_key(&batch, i)));
+            row_bytes += ROW_OVERHEAD_BYTES + 2 * batch.texts[i].len() as u64;
         }
         if let Some(ids) = &batch.ids {
             let all_integers = ids.iter().flatten().all(|id| id.trim().parse::<i64>().is_ok());
@@ -216,7 +230,7 @@ fn scan_file(
         }
     }
     let input = InputFile { name: file.source.name().to_string(), format, bytes, sha256, rows };
-    Ok(FileFacts { input, null_label_rows, skipped, id_column })
+    Ok(FileFacts { input, null_label_rows, skipped, id_column, row_bytes })
 }
 
 fn scan(
@@ -250,7 +264,9 @@ fn scan(
     let mut null_label_rows = Vec::new();
     let mut skipped = 0;
     let mut id_column = IdColumn::Integer;
+    let mut row_bytes = 0;
     for (file, facts) in files.iter_mut().zip(&facts) {
+        row_bytes += facts.row_bytes;
         file.first_position = next_position;
         file.rows = facts.input.rows;
         null_label_rows.extend(facts.null_label_rows.iter().map(|row| next_position + row + 1));
@@ -279,6 +295,7 @@ fn scan(
         null_label_rows,
         skipped,
         id_column,
+        row_bytes,
     })
 }
 
@@ -397,8 +414,9 @@ pub fn run(
 
     observer.stage(Stage::Process);
     let partitions = Partitioning { rows: scan.rows, partition_rows: settings.partition_rows.max(1) };
-    let fingerprint = fingerprint(spec, &scan, &preprocessor, partitions.partition_rows)?;
-    let (work, finished) = WorkDir::open(&settings.work_dir, &fingerprint)?;
+    let bucketing = Bucketing::for_row_bytes(scan.row_bytes, settings.sort_bytes);
+    let fingerprint = fingerprint(spec, &scan, &preprocessor, partitions.partition_rows, bucketing)?;
+    let (work, finished) = WorkDir::open(&settings.work_dir, &fingerprint, bucketing)?;
     let counts =
         process(spec, &files, settings, &scan, &plan, &preprocessor, &work, finished, partitions, observer, pool)?;
     if counts.train != plan.counts().train || counts.validation != plan.counts().validation {
@@ -418,7 +436,13 @@ pub fn run(
 }
 
 /// Everything a partition's bytes depend on.
-fn fingerprint(spec: &JobSpec, scan: &Scan, preprocessor: &FittedPreprocessor, partition_rows: u64) -> Result<String> {
+fn fingerprint(
+    spec: &JobSpec,
+    scan: &Scan,
+    preprocessor: &FittedPreprocessor,
+    partition_rows: u64,
+    bucketing: Bucketing,
+) -> Result<String> {
     let spec = JobSpec { source: None, ..spec.clone() };
     let described = serde_json::to_vec(&(
         env!("CARGO_PKG_VERSION"),
@@ -426,6 +450,7 @@ fn fingerprint(spec: &JobSpec, scan: &Scan, preprocessor: &FittedPreprocessor, p
         &scan.input.sha256,
         preprocessor.config(),
         partition_rows,
+        bucketing.count(),
     ))
     .map_err(Error::internal)?;
     Ok(hex::encode(Sha256::digest(described)))
@@ -643,7 +668,7 @@ fn write(
     let mut tokens = TokenTally::default();
     for (split, side) in [("train", SplitSide::Train), ("val", SplitSide::Validation)] {
         let runs = (0..partitions.count()).map(|p| work.run_path(p, side)).collect();
-        let mut merged = merge_runs(runs, &work.temp_dir())?.peekable();
+        let mut merged = read_in_order(runs, work.bucketing())?.peekable();
         let mut part = Vec::with_capacity(spec.rows_per_part.min(1 << 16));
         let mut n = 0;
         // An empty split still gets one (empty) part, so readers find its schema.

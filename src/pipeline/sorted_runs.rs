@@ -1,190 +1,249 @@
-//! Processed rows kept out of memory as sorted runs: files of rows in
-//! ascending `(order hash, position)`, merged back into one ordered stream.
-//! A full shuffle's order, by an external merge sort instead of a shuffle in
-//! memory. The merge reads a bounded number of runs at once
-//! ([`MAX_FAN_IN`]); more runs are first merged in groups into longer ones,
-//! so memory stays the same however many runs a dataset makes.
+//! Processed rows kept out of memory until they are written in the seeded
+//! order of their split: the order of a full shuffle, without a shuffle in
+//! memory. Bucket by hash, sort within the bucket.
+//!
+//! Every row's order key starts with its order hash, so the top bits of that
+//! hash cut the order into buckets that follow one another. A run (the rows
+//! of one partition and split) is written sorted, as one compressed block
+//! per bucket with an index of the blocks at its end. Reading back takes one
+//! bucket at a time from every run and sorts it in memory: memory holds one
+//! bucket, however many runs or rows there are, and every run is read once.
+//!
+//! ```text
+//! run file: block 0 | block 1 | ... | block B-1 | B x u64 block length | u64 B | b"PREPDRUN"
+//! block:    zstd frame of rows, each: order (2 x u64), target (i64), id (u8 flag, len-prefixed bytes),
+//!           text (len-prefixed), ids (u32 count, u32 each); little-endian
+//! ```
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::artifacts::ProcessedRow;
 use crate::error::{Error, Result};
 
-/// Runs merged at once: this many read buffers are held.
-pub const MAX_FAN_IN: usize = 256;
-const READ_BUFFER: usize = 128 << 10;
-const WRITE_BUFFER: usize = 1 << 20;
+const MAGIC: &[u8; 8] = b"PREPDRUN";
+/// Fast, and still several times smaller than the rows themselves.
+const ZSTD_LEVEL: i32 = 1;
+const MAX_BUCKET_BITS: u32 = 16;
 
-/// Sorts `rows` and writes them as a run at `path`, atomically: the run is
-/// written beside and renamed into place once whole and synced, so a run
-/// that exists is complete even after a crash.
-pub fn write_run(path: &Path, rows: &mut [ProcessedRow]) -> Result<()> {
-    rows.sort_unstable_by_key(|r| r.order);
-    let partial = path.with_extension("partial");
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER, File::create(&partial)?);
-    for row in rows.iter() {
-        write_row(&mut out, row)?;
-    }
-    finish_run(out, &partial, path)
+/// How many buckets the order hash is cut into: a power of two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucketing {
+    bits: u32,
 }
 
-fn finish_run(out: BufWriter<File>, partial: &Path, path: &Path) -> Result<()> {
-    let file = out.into_inner().map_err(|e| Error::from(e.into_error()))?;
+impl Bucketing {
+    pub fn with_bits(bits: u32) -> Self {
+        Self { bits: bits.min(MAX_BUCKET_BITS) }
+    }
+
+    /// Enough buckets that one holds about `bucket_bytes` of rows, for a
+    /// dataset whose rows take about `row_bytes` in memory.
+    pub fn for_row_bytes(row_bytes: u64, bucket_bytes: u64) -> Self {
+        let buckets = row_bytes.div_ceil(bucket_bytes.max(1)).max(1);
+        Self::with_bits(buckets.next_power_of_two().trailing_zeros())
+    }
+
+    pub fn count(&self) -> usize {
+        1 << self.bits
+    }
+
+    fn of(&self, order: (u64, u64)) -> usize {
+        if self.bits == 0 { 0 } else { (order.0 >> (64 - self.bits)) as usize }
+    }
+}
+
+/// Sorts `rows` and writes them as a run at `path`, atomically: written
+/// beside, synced, then renamed, so a run that exists is whole even after a
+/// crash.
+pub fn write_run(path: &Path, rows: &mut [ProcessedRow], bucketing: Bucketing) -> Result<()> {
+    rows.sort_unstable_by_key(|r| r.order);
+    let partial = path.with_extension("partial");
+    let mut file = File::create(&partial)?;
+    let mut lengths = Vec::with_capacity(bucketing.count());
+    let mut encoded = Vec::new();
+    let mut rest: &[ProcessedRow] = rows;
+    for bucket in 0..bucketing.count() {
+        let in_bucket = rest.iter().take_while(|r| bucketing.of(r.order) == bucket).count();
+        let (these, after) = rest.split_at(in_bucket);
+        rest = after;
+        if these.is_empty() {
+            lengths.push(0u64);
+            continue;
+        }
+        encoded.clear();
+        for row in these {
+            encode_row(&mut encoded, row);
+        }
+        let block = zstd::bulk::compress(&encoded, ZSTD_LEVEL).map_err(Error::from)?;
+        file.write_all(&block)?;
+        lengths.push(block.len() as u64);
+    }
+    let mut footer = Vec::with_capacity(8 * lengths.len() + 16);
+    lengths.iter().for_each(|len| footer.extend_from_slice(&len.to_le_bytes()));
+    footer.extend_from_slice(&(lengths.len() as u64).to_le_bytes());
+    footer.extend_from_slice(MAGIC);
+    file.write_all(&footer)?;
     file.sync_all()?;
     std::fs::rename(partial, path)?;
     Ok(())
 }
 
-/// Every row of `runs`, in ascending `(order hash, position)`. Beyond
-/// [`MAX_FAN_IN`] runs, groups are merged into longer runs in `temp_dir`
-/// first (removed when the returned stream is dropped).
-pub fn merge_runs(mut runs: Vec<PathBuf>, temp_dir: &Path) -> Result<MergedRows> {
-    std::fs::create_dir_all(temp_dir)?;
-    let temp = tempfile::Builder::new().prefix("merge-").tempdir_in(temp_dir)?;
-    let mut level = 0;
-    while runs.len() > MAX_FAN_IN {
-        let mut longer = Vec::with_capacity(runs.len().div_ceil(MAX_FAN_IN));
-        for (n, group) in runs.chunks(MAX_FAN_IN).enumerate() {
-            let path = temp.path().join(format!("level{level}-{n:06}.run"));
-            let partial = path.with_extension("partial");
-            let mut out = BufWriter::with_capacity(WRITE_BUFFER, File::create(&partial)?);
-            for row in MergedRows::open(group.to_vec(), None)? {
-                write_row(&mut out, &row?)?;
-            }
-            finish_run(out, &partial, &path)?;
-            longer.push(path);
+/// Where each bucket's block lies in a run.
+struct RunIndex {
+    path: PathBuf,
+    /// `offsets[b]..offsets[b + 1]` is bucket `b`'s block.
+    offsets: Vec<u64>,
+}
+
+impl RunIndex {
+    fn read(path: PathBuf, bucketing: Bucketing) -> Result<Self> {
+        let corrupt = |what: &str| Error::internal(format!("corrupt run {}: {what}", path.display()));
+        let mut file = File::open(&path)?;
+        let size = file.metadata()?.len();
+        let buckets = bucketing.count() as u64;
+        let footer_len = 8 * buckets + 16;
+        if size < footer_len {
+            return Err(corrupt("too short"));
         }
-        // Runs of an earlier level that were made here are not needed again.
-        if level > 0 {
-            for run in &runs {
-                let _ = std::fs::remove_file(run);
-            }
+        file.seek(SeekFrom::Start(size - footer_len))?;
+        let mut footer = vec![0u8; footer_len as usize];
+        file.read_exact(&mut footer)?;
+        let (lengths, tail) = footer.split_at(8 * buckets as usize);
+        if &tail[8..] != MAGIC || u64::from_le_bytes(tail[..8].try_into().unwrap()) != buckets {
+            return Err(corrupt("bad footer"));
         }
-        runs = longer;
-        level += 1;
-    }
-    MergedRows::open(runs, Some(temp))
-}
-
-struct Head {
-    order: (u64, u64),
-    run: usize,
-    row: ProcessedRow,
-}
-
-impl PartialEq for Head {
-    fn eq(&self, other: &Self) -> bool {
-        self.order == other.order
-    }
-}
-impl Eq for Head {}
-impl PartialOrd for Head {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Head {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.order.cmp(&other.order)
-    }
-}
-
-/// The k-way merge of some runs.
-pub struct MergedRows {
-    readers: Vec<BufReader<File>>,
-    heads: BinaryHeap<Reverse<Head>>,
-    _temp: Option<tempfile::TempDir>,
-}
-
-impl MergedRows {
-    fn open(runs: Vec<PathBuf>, temp: Option<tempfile::TempDir>) -> Result<Self> {
-        let mut readers = Vec::with_capacity(runs.len());
-        let mut heads = BinaryHeap::with_capacity(runs.len());
-        for (n, path) in runs.iter().enumerate() {
-            let mut reader = BufReader::with_capacity(READ_BUFFER, File::open(path)?);
-            if let Some(row) = read_row(&mut reader)? {
-                heads.push(Reverse(Head { order: row.order, run: n, row }));
-            }
-            readers.push(reader);
+        let mut offsets = Vec::with_capacity(buckets as usize + 1);
+        offsets.push(0);
+        for len in lengths.chunks_exact(8) {
+            offsets.push(offsets.last().unwrap() + u64::from_le_bytes(len.try_into().unwrap()));
         }
-        Ok(Self { readers, heads, _temp: temp })
+        if *offsets.last().unwrap() != size - footer_len {
+            return Err(corrupt("blocks and footer disagree"));
+        }
+        Ok(Self { path, offsets })
+    }
+
+    fn read_bucket(&self, bucket: usize, into: &mut Vec<ProcessedRow>, scratch: &mut Vec<u8>) -> Result<()> {
+        let (start, end) = (self.offsets[bucket], self.offsets[bucket + 1]);
+        if start == end {
+            return Ok(());
+        }
+        let mut file = File::open(&self.path)?;
+        file.seek(SeekFrom::Start(start))?;
+        scratch.resize((end - start) as usize, 0);
+        file.read_exact(scratch)?;
+        let rows = zstd::stream::decode_all(scratch.as_slice()).map_err(Error::from)?;
+        let mut input = rows.as_slice();
+        while !input.is_empty() {
+            into.push(decode_row(&mut input)?);
+        }
+        Ok(())
     }
 }
 
-impl Iterator for MergedRows {
+/// Every row of some runs, in ascending `(order hash, position)`.
+pub struct OrderedRows {
+    runs: Vec<RunIndex>,
+    next_bucket: usize,
+    bucket_count: usize,
+    /// The current bucket, sorted descending so that rows pop off the end.
+    current: Vec<ProcessedRow>,
+    scratch: Vec<u8>,
+}
+
+/// Reads `runs` (all written with `bucketing`) back in order.
+pub fn read_in_order(runs: Vec<PathBuf>, bucketing: Bucketing) -> Result<OrderedRows> {
+    let runs = runs.into_iter().map(|path| RunIndex::read(path, bucketing)).collect::<Result<Vec<_>>>()?;
+    Ok(OrderedRows { runs, next_bucket: 0, bucket_count: bucketing.count(), current: Vec::new(), scratch: Vec::new() })
+}
+
+impl OrderedRows {
+    fn load_next_bucket(&mut self) -> Result<()> {
+        let bucket = self.next_bucket;
+        self.next_bucket += 1;
+        self.current.clear();
+        for run in &self.runs {
+            run.read_bucket(bucket, &mut self.current, &mut self.scratch)?;
+        }
+        self.current.sort_unstable_by_key(|r| std::cmp::Reverse(r.order));
+        Ok(())
+    }
+}
+
+impl Iterator for OrderedRows {
     type Item = Result<ProcessedRow>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let Reverse(head) = self.heads.pop()?;
-        match read_row(&mut self.readers[head.run]) {
-            Ok(Some(row)) => self.heads.push(Reverse(Head { order: row.order, run: head.run, row })),
-            Ok(None) => {}
-            Err(e) => return Some(Err(e)),
+        while self.current.is_empty() {
+            if self.next_bucket == self.bucket_count {
+                return None;
+            }
+            if let Err(e) = self.load_next_bucket() {
+                // Nothing more is read after a failure.
+                self.next_bucket = self.bucket_count;
+                return Some(Err(e));
+            }
         }
-        Some(Ok(head.row))
+        self.current.pop().map(Ok)
     }
 }
 
-fn write_bytes(out: &mut impl Write, bytes: &[u8]) -> Result<()> {
-    out.write_all(&(bytes.len() as u32).to_le_bytes())?;
-    out.write_all(bytes)?;
-    Ok(())
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
 }
 
-fn write_row(out: &mut impl Write, row: &ProcessedRow) -> Result<()> {
-    out.write_all(&row.order.0.to_le_bytes())?;
-    out.write_all(&row.order.1.to_le_bytes())?;
-    out.write_all(&row.target.to_le_bytes())?;
+fn encode_row(out: &mut Vec<u8>, row: &ProcessedRow) {
+    out.extend_from_slice(&row.order.0.to_le_bytes());
+    out.extend_from_slice(&row.order.1.to_le_bytes());
+    out.extend_from_slice(&row.target.to_le_bytes());
     match &row.id {
         Some(id) => {
-            out.write_all(&[1])?;
-            write_bytes(out, id.as_bytes())?;
+            out.push(1);
+            put_bytes(out, id.as_bytes());
         }
-        None => out.write_all(&[0])?,
+        None => out.push(0),
     }
-    write_bytes(out, row.text.as_bytes())?;
-    out.write_all(&(row.ids.len() as u32).to_le_bytes())?;
-    for id in &row.ids {
-        out.write_all(&id.to_le_bytes())?;
-    }
-    Ok(())
+    put_bytes(out, row.text.as_bytes());
+    out.extend_from_slice(&(row.ids.len() as u32).to_le_bytes());
+    row.ids.iter().for_each(|id| out.extend_from_slice(&id.to_le_bytes()));
 }
 
-fn read_array<const N: usize>(input: &mut impl Read) -> Result<[u8; N]> {
-    let mut buf = [0u8; N];
-    input.read_exact(&mut buf)?;
-    Ok(buf)
-}
-
-fn read_string(input: &mut impl Read) -> Result<String> {
-    let len = u32::from_le_bytes(read_array(input)?) as usize;
-    let mut buf = vec![0u8; len];
-    input.read_exact(&mut buf)?;
-    String::from_utf8(buf).map_err(|e| Error::internal(format!("corrupt run file: {e}")))
-}
-
-fn read_row(input: &mut impl Read) -> Result<Option<ProcessedRow>> {
-    let mut first = [0u8; 8];
-    match input.read(&mut first[..1])? {
-        0 => return Ok(None),
-        _ => input.read_exact(&mut first[1..])?,
+fn take<'a>(input: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
+    if input.len() < n {
+        return Err(Error::internal("corrupt run: a row is cut short"));
     }
-    let order = (u64::from_le_bytes(first), u64::from_le_bytes(read_array(input)?));
-    let target = i64::from_le_bytes(read_array(input)?);
-    let id = match read_array::<1>(input)?[0] {
+    let (head, rest) = input.split_at(n);
+    *input = rest;
+    Ok(head)
+}
+
+fn take_u64(input: &mut &[u8]) -> Result<u64> {
+    Ok(u64::from_le_bytes(take(input, 8)?.try_into().unwrap()))
+}
+
+fn take_u32(input: &mut &[u8]) -> Result<u32> {
+    Ok(u32::from_le_bytes(take(input, 4)?.try_into().unwrap()))
+}
+
+fn take_string(input: &mut &[u8]) -> Result<String> {
+    let len = take_u32(input)? as usize;
+    String::from_utf8(take(input, len)?.to_vec()).map_err(|e| Error::internal(format!("corrupt run: {e}")))
+}
+
+fn decode_row(input: &mut &[u8]) -> Result<ProcessedRow> {
+    let order = (take_u64(input)?, take_u64(input)?);
+    let target = take_u64(input)? as i64;
+    let id = match take(input, 1)?[0] {
         0 => None,
-        _ => Some(read_string(input)?),
+        _ => Some(take_string(input)?),
     };
-    let text = read_string(input)?;
-    let n = u32::from_le_bytes(read_array(input)?) as usize;
-    let mut raw = vec![0u8; 4 * n];
-    input.read_exact(&mut raw)?;
-    let ids = raw.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    Ok(Some(ProcessedRow { order, id, text, ids, target }))
+    let text = take_string(input)?;
+    let n = take_u32(input)? as usize;
+    let ids = take(input, 4 * n)?.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+    Ok(ProcessedRow { order, id, text, ids, target })
 }
 
 #[cfg(test)]
@@ -201,47 +260,73 @@ mod tests {
         }
     }
 
-    fn orders(merged: MergedRows) -> Vec<(u64, u64)> {
-        merged.map(|r| r.unwrap().order).collect()
+    fn read_back(runs: Vec<PathBuf>, bucketing: Bucketing) -> Vec<ProcessedRow> {
+        read_in_order(runs, bucketing).unwrap().collect::<Result<_>>().unwrap()
     }
 
     #[test]
-    fn runs_merge_back_in_order_with_every_field() {
+    fn runs_read_back_in_order_with_every_field_whatever_the_buckets() {
         let dir = tempfile::tempdir().unwrap();
-        let mut runs = Vec::new();
-        for (n, mut chunk) in
-            [vec![row(9, 0), row(3, 1)], vec![row(5, 2)], vec![row(3, 0), row(1, 7)], vec![]].into_iter().enumerate()
-        {
-            let path = dir.path().join(format!("{n}.run"));
-            write_run(&path, &mut chunk).unwrap();
-            runs.push(path);
+        let spread = |k: u64| k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let chunks = [
+            vec![row(spread(9), 0), row(spread(3), 1)],
+            vec![row(spread(5), 2)],
+            vec![],
+            vec![row(spread(3), 0), row(spread(1), 7), row(spread(4), 4)],
+        ];
+        let mut expected: Vec<(u64, u64)> = chunks.iter().flatten().map(|r| r.order).collect();
+        expected.sort();
+        for bits in [0, 1, 3, 16] {
+            let bucketing = Bucketing::with_bits(bits);
+            let mut runs = Vec::new();
+            for (n, chunk) in chunks.iter().enumerate() {
+                let path = dir.path().join(format!("{bits}-{n}.run"));
+                write_run(&path, &mut chunk.clone(), bucketing).unwrap();
+                runs.push(path);
+            }
+            let rows = read_back(runs, bucketing);
+            assert_eq!(rows.iter().map(|r| r.order).collect::<Vec<_>>(), expected, "{bits} bits");
+            let again = row(spread(1), 7);
+            let got = rows.iter().find(|r| r.order == again.order).unwrap();
+            assert_eq!((&got.id, &got.text, &got.ids, got.target), (&again.id, &again.text, &again.ids, again.target));
         }
-        let merged: Vec<ProcessedRow> = merge_runs(runs, dir.path()).unwrap().collect::<Result<_>>().unwrap();
-        let orders: Vec<(u64, u64)> = merged.iter().map(|r| r.order).collect();
-        assert_eq!(orders, [(1, 7), (3, 0), (3, 1), (5, 2), (9, 0)]);
-        let again = row(1, 7);
-        assert_eq!(
-            (merged[0].id.clone(), merged[0].text.clone(), merged[0].ids.clone(), merged[0].target),
-            (again.id, again.text, again.ids, again.target)
-        );
         assert!(!dir.path().read_dir().unwrap().any(|e| e.unwrap().path().extension().is_some_and(|x| x == "partial")));
     }
 
     #[test]
-    fn more_runs_than_the_fan_in_merge_in_levels() {
+    fn many_rows_over_many_runs() {
         let dir = tempfile::tempdir().unwrap();
-        let n_runs = MAX_FAN_IN * 2 + 3;
-        let mut runs = Vec::new();
+        let bucketing = Bucketing::with_bits(4);
         let mut expected = Vec::new();
-        for n in 0..n_runs as u64 {
-            // Interleaved keys, so every level has work to do.
-            let mut rows: Vec<ProcessedRow> = (0..3).map(|k| row((k * n_runs as u64 + n) * 7 % 1013, n)).collect();
+        let mut runs = Vec::new();
+        for n in 0..40u64 {
+            let mut rows: Vec<ProcessedRow> =
+                (0..50).map(|k| row((n * 50 + k).wrapping_mul(0xd1b5_4a32_d192_ed03), n * 50 + k)).collect();
             expected.extend(rows.iter().map(|r| r.order));
             let path = dir.path().join(format!("{n}.run"));
-            write_run(&path, &mut rows).unwrap();
+            write_run(&path, &mut rows, bucketing).unwrap();
             runs.push(path);
         }
         expected.sort();
-        assert_eq!(orders(merge_runs(runs, &dir.path().join("tmp")).unwrap()), expected);
+        assert_eq!(read_back(runs, bucketing).iter().map(|r| r.order).collect::<Vec<_>>(), expected);
+    }
+
+    #[test]
+    fn a_damaged_run_is_an_error_not_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.run");
+        write_run(&path, &mut [row(1, 1)], Bucketing::with_bits(2)).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        assert!(read_in_order(vec![path], Bucketing::with_bits(2)).is_err());
+    }
+
+    #[test]
+    fn bucket_count_follows_the_data_size() {
+        let mib = 1 << 20;
+        assert_eq!(Bucketing::for_row_bytes(0, mib).count(), 1);
+        assert_eq!(Bucketing::for_row_bytes(mib, mib).count(), 1);
+        assert_eq!(Bucketing::for_row_bytes(3 * mib, mib).count(), 4);
+        assert_eq!(Bucketing::for_row_bytes(u64::MAX / 2, mib).count(), 1 << MAX_BUCKET_BITS);
     }
 }

@@ -14,6 +14,7 @@ pub fn config(data_dir: &std::path::Path) -> ServeConfig {
             workers: 2,
             batch_rows: 64,
             partition_rows: 150,
+            sort_bytes: 64 << 10,
             max_decompressed_bytes: 1 << 30,
             max_compression_ratio: 250,
             hf_endpoint: "http://127.0.0.1:9".into(),
