@@ -4,6 +4,7 @@ the course's dataset.csv in ../shared) with fresh, unique ids, so length and
 label distribution follow the course's.
 
     python3 bench/make_dataset.py --rows 1000000 --out /tmp/course-1m.csv [--source path]
+    python3 bench/make_dataset.py --bytes 20e9 --out /tmp/course-20gb.csv   # at least 20 GB
 """
 import argparse
 import csv
@@ -16,6 +17,7 @@ DEFAULT_SOURCE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--bytes", type=float, help="write whole rows until the file has at least this many bytes")
     parser.add_argument("--out", required=True)
     parser.add_argument("--source", default=DEFAULT_SOURCE)
     args = parser.parse_args()
@@ -29,12 +31,14 @@ def main():
     with open(args.out, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(header)
-        for n in range(args.rows):
+        n = 0
+        while (f.tell() < args.bytes) if args.bytes else (n < args.rows):
             row = list(rows[n % len(rows)])
             if id_at is not None:
                 row[id_at] = str(n + 1)
             writer.writerow(row)
-    print(f"wrote {args.rows} rows to {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)")
+            n += 1
+    print(f"wrote {n} rows to {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)")
 
 
 if __name__ == "__main__":
