@@ -179,17 +179,23 @@ fn many_files_read_as_one_dataset_whatever_the_listing_order() {
     let manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
     assert_eq!(manifest["rows"]["input"], 800);
     std::fs::write(dir.path().join("parts-0/part-1.csv"), "id,title,description,tag\n1,a,b,\n").unwrap();
+    let stderr = prepd_run_failing(glob.to_str().unwrap(), dir.path(), &vocab);
+    assert!(stderr.contains("in file 'part-1.csv' at row 1, column 'tag'"), "{stderr}");
+}
+
+/// `prepd run` that must fail, writing nothing under `dir/out`; returns its stderr.
+fn prepd_run_failing(input: &str, dir: &Path, vocab: &Path) -> String {
     let output = Command::new(PREPD)
-        .args(["run", "--input", glob.to_str().unwrap(), "--out"])
-        .arg(dir.path().join("out-bad"))
+        .args(["run", "--input", input, "--out"])
+        .arg(dir.join("out"))
         .arg("--tokenizer")
-        .arg(&vocab)
-        .env("PREPD_DATA_DIR", dir.path().join("cache"))
+        .arg(vocab)
+        .env("PREPD_DATA_DIR", dir.join("cache"))
         .output()
         .unwrap();
     assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("in file 'part-1.csv' at row 1, column 'tag'"), "{stderr}");
+    assert!(!dir.join("out/manifest.json").exists());
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[test]
@@ -199,20 +205,8 @@ fn run_reports_bad_input_and_exits_non_zero() {
     std::fs::write(&input, "id,title,tag\n1,a,x\n").unwrap();
     let vocab = dir.path().join("vocab.txt");
     std::fs::write(&vocab, data::vocab()).unwrap();
-    let output = Command::new(PREPD)
-        .args(["run", "--input"])
-        .arg(&input)
-        .arg("--out")
-        .arg(dir.path().join("out"))
-        .arg("--tokenizer")
-        .arg(&vocab)
-        .env("PREPD_DATA_DIR", dir.path().join("cache"))
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = prepd_run_failing(input.to_str().unwrap(), dir.path(), &vocab);
     assert!(stderr.contains("description"), "{stderr}");
-    assert!(!dir.path().join("out/manifest.json").exists());
 }
 
 struct Serving {

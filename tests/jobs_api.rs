@@ -243,17 +243,8 @@ async fn formats_and_tokenizer_sources() {
         let b = server.artifact(jsonl_job["id"].as_str().unwrap(), name).await;
         assert_eq!(a, b, "{name}");
     }
-    // Parquet in: written by polars here.
-    let mut frame = df!(
-        "id" => rows.iter().map(|r| r.id as i64).collect::<Vec<_>>(),
-        "title" => rows.iter().map(|r| r.title.clone()).collect::<Vec<_>>(),
-        "description" => rows.iter().map(|r| r.description.clone()).collect::<Vec<_>>(),
-        "tag" => rows.iter().map(|r| r.tag.clone()).collect::<Vec<_>>(),
-    )
-    .unwrap();
-    let mut parquet = Vec::new();
-    ParquetWriter::new(&mut parquet).finish(&mut frame).unwrap();
-    let parquet_job = server.run_job("d.parquet", parquet, None, Some(data::vocab())).await;
+    // Parquet in: written by polars.
+    let parquet_job = server.run_job("d.parquet", data::to_parquet(&rows), None, Some(data::vocab())).await;
     assert_eq!(parquet_job["status"], "succeeded", "{parquet_job}");
     let a = server.artifact(csv_job["id"].as_str().unwrap(), "val/part-00000.parquet").await;
     let b = server.artifact(parquet_job["id"].as_str().unwrap(), "val/part-00000.parquet").await;

@@ -58,20 +58,6 @@ for key in sys.argv[3:]:
     (moto, endpoint)
 }
 
-fn parquet_part(rows: &[data::Row]) -> Vec<u8> {
-    use polars::prelude::*;
-    let mut frame = df!(
-        "id" => rows.iter().map(|r| r.id as i64).collect::<Vec<_>>(),
-        "title" => rows.iter().map(|r| r.title.clone()).collect::<Vec<_>>(),
-        "description" => rows.iter().map(|r| r.description.clone()).collect::<Vec<_>>(),
-        "tag" => rows.iter().map(|r| r.tag.clone()).collect::<Vec<_>>(),
-    )
-    .unwrap();
-    let mut bytes = Vec::new();
-    ParquetWriter::new(&mut bytes).finish(&mut frame).unwrap();
-    bytes
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_sources_read_through_object_store() {
     let rows = data::course_rows(120, 31);
@@ -80,9 +66,9 @@ async fn s3_sources_read_through_object_store() {
         ("madewithml/dataset.csv", data::to_csv(&rows).into_bytes()),
         ("vocab/vocab.txt", data::vocab().into_bytes()),
         // Listed out of name order by nobody's promise: prepd sorts them.
-        ("parts/part-2.parquet", parquet_part(&parts[200..])),
-        ("parts/part-0.parquet", parquet_part(&parts[..100])),
-        ("parts/part-1.parquet", parquet_part(&parts[100..200])),
+        ("parts/part-2.parquet", data::to_parquet(&parts[200..])),
+        ("parts/part-0.parquet", data::to_parquet(&parts[..100])),
+        ("parts/part-1.parquet", data::to_parquet(&parts[100..200])),
         ("parts/_SUCCESS", Vec::new()),
     ]);
     // SAFETY: this test binary holds this one test, so no other thread reads the environment meanwhile.

@@ -219,9 +219,9 @@ impl JobExecutor {
         self.coordinator.remove(id).await
     }
 
-    /// Stops taking jobs and cancels the running ones, waiting up to
-    /// `grace` for them to record their end. A job still running then is
-    /// failed by the next start (never shown as succeeded).
+    /// Stops taking jobs and stops the running ones at their next batch,
+    /// waiting up to `grace` for them to go back to `queued`. Either way the
+    /// next start resumes them (never shows them as succeeded).
     pub async fn drain(&self, grace: Duration) {
         self.start_draining();
         let jobs: Vec<Arc<RunningJob>> = self.running.lock().unwrap().values().cloned().collect();
@@ -283,11 +283,14 @@ impl JobExecutor {
         }
         if !interrupted {
             let work_dir = self.store.job_work_dir(id);
-            if let Err(e) = tokio::task::spawn_blocking(move || WorkDir::remove(&work_dir)).await.map_err(Error::from) {
+            let removed = tokio::task::spawn_blocking(move || WorkDir::remove(&work_dir)).await;
+            if let Err(e) = removed.map_err(Error::from).and_then(|removed| removed) {
                 tracing::warn!(%id, error = %e, "could not remove the job's work directory");
             }
         }
-        metrics::counter!("prepd_jobs_finished_total", "status" => record.status.as_str()).increment(1);
+        if record.status.is_finished() {
+            metrics::counter!("prepd_jobs_finished_total", "status" => record.status.as_str()).increment(1);
+        }
         if record.status == JobStatus::Succeeded {
             metrics::counter!("prepd_rows_processed_total").increment(record.progress.rows_done);
         }

@@ -170,6 +170,21 @@ pub fn to_jsonl(rows: &[Row]) -> String {
         .collect()
 }
 
+/// The rows as a Parquet file, written by polars.
+pub fn to_parquet(rows: &[Row]) -> Vec<u8> {
+    use polars::prelude::*;
+    let mut frame = df!(
+        "id" => rows.iter().map(|r| r.id as i64).collect::<Vec<_>>(),
+        "title" => rows.iter().map(|r| r.title.clone()).collect::<Vec<_>>(),
+        "description" => rows.iter().map(|r| r.description.clone()).collect::<Vec<_>>(),
+        "tag" => rows.iter().map(|r| r.tag.clone()).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let mut bytes = Vec::new();
+    ParquetWriter::new(&mut bytes).finish(&mut frame).unwrap();
+    bytes
+}
+
 /// A WordPiece vocabulary of the tests' own: specials, every letter and
 /// digit alone and as a `##` piece, and some whole words and suffixes.
 pub fn vocab() -> String {
