@@ -6,19 +6,15 @@
 #
 #   bench/large.sh [GB=20] [workers=2]
 set -euo pipefail
-here="$(cd "$(dirname "$0")/.." && pwd)"
 gb="${1:-20}"
 workers="${2:-2}"
-shared="${PREPD_SHARED:-$here/../shared}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/prepd-target}"
-cargo build --release --locked -q
-bin="$CARGO_TARGET_DIR/release/prepd"
+source "$(dirname "$0")/lib.sh"
 work="$(mktemp -d "${TMPDIR:-/tmp}/prepd-large.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 made="$(python3 "$here/bench/make_dataset.py" --bytes "${gb}e9" --out "$work/in.csv")"
 rows="$(sed -n 's/^wrote \([0-9]*\) rows.*/\1/p' <<<"$made")"
 /usr/bin/time -f "%e %M" -o "$work/time" env PREPD_WORKERS="$workers" PREPD_DATA_DIR="$work/data" \
-  "$bin" run --input "$work/in.csv" --out "$work/out" --tokenizer "$shared/vocab/bert-base-uncased/vocab.txt" 2>"$work/log" \
+  "$bin" run --input "$work/in.csv" --out "$work/out" --tokenizer "$vocab" 2>"$work/log" \
   || { cat "$work/log"; exit 1; }
 read -r wall rss_kb < "$work/time"
 echo "input: $(( $(stat -c %s "$work/in.csv") / 1000000 )) MB, $rows rows; output: $(du -sm "$work/out" | cut -f1) MB"

@@ -5,14 +5,10 @@
 #
 #   bench/memory.sh [N=1000000] [multipliers="1 10"] [workers=2]
 set -euo pipefail
-here="$(cd "$(dirname "$0")/.." && pwd)"
 rows="${1:-1000000}"
 multipliers="${2:-1 10}"
 workers="${3:-2}"
-shared="${PREPD_SHARED:-$here/../shared}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/prepd-target}"
-cargo build --release --locked -q
-bin="$CARGO_TARGET_DIR/release/prepd"
+source "$(dirname "$0")/lib.sh"
 work="$(mktemp -d "${TMPDIR:-/tmp}/prepd-memory.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 printf '%-11s %-9s %-9s %-9s %s\n' rows "input MB" "wall s" "rows/s" "peak RSS MB"
@@ -21,7 +17,7 @@ for m in $multipliers; do
   python3 "$here/bench/make_dataset.py" --rows "$n" --out "$work/in.csv" >/dev/null
   mb=$(( $(stat -c %s "$work/in.csv") / 1000000 ))
   /usr/bin/time -f "%e %M" -o "$work/time" env PREPD_WORKERS="$workers" PREPD_DATA_DIR="$work/data" \
-    "$bin" run --input "$work/in.csv" --out "$work/out" --tokenizer "$shared/vocab/bert-base-uncased/vocab.txt" 2>/dev/null
+    "$bin" run --input "$work/in.csv" --out "$work/out" --tokenizer "$vocab" 2>/dev/null
   read -r wall rss_kb < "$work/time"
   printf '%-11s %-9s %-9s %-9s %s\n' "$n" "$mb" "$wall" "$(python3 -c "print(round($n / $wall))")" "$((rss_kb / 1024))"
   rm -rf "$work/out" "$work/in.csv" "$work/data"

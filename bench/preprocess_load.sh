@@ -6,21 +6,17 @@
 #
 #   bench/preprocess_load.sh [seconds] [connections]
 set -euo pipefail
-here="$(cd "$(dirname "$0")/.." && pwd)"
 seconds="${1:-10}"
 connections="${2:-8}"
-shared="${PREPD_SHARED:-$here/../shared}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/prepd-target}"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build --release --locked -q
-bin="$CARGO_TARGET_DIR/release/prepd"
+source "$(dirname "$0")/lib.sh"
 work="$(mktemp -d)"
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 PREPD_ADDR=127.0.0.1:0 PREPD_DATA_DIR="$work/data" "$bin" serve 2>"$work/log" &
 pid=$!
 until grep -q "listening on" "$work/log"; do sleep 0.1; done
 base="$(sed -n 's/.*listening on //p' "$work/log" | head -1)"
-job="$(curl -sf -F file=@"$shared/datasets/madewithml/dataset.csv" -F tokenizer=@"$shared/vocab/bert-base-uncased/vocab.txt" "$base/jobs" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
+job="$(curl -sf -F file=@"$shared/datasets/madewithml/dataset.csv" -F tokenizer=@"$vocab" "$base/jobs" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
 until curl -sf "$base/jobs/$job" | grep -q '"status":"succeeded"'; do sleep 0.2; done
 body="$(python3 - "$job" <<'PY'
 import json, sys
