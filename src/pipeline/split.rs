@@ -104,24 +104,62 @@ fn bucket_of(hash: u64) -> usize {
     (hash >> (64 - BUCKET_BITS)) as usize
 }
 
+/// A class keeps up to this many membership hashes themselves (8 bytes a
+/// row); past it, a histogram over the buckets (8 bytes a bucket, 512 KiB).
+/// So a class never costs more than the histogram, and a dataset of many
+/// small classes costs about 8 bytes a row at most, not 512 KiB a class.
+const HASHES_KEPT_UP_TO: usize = 4096;
+
+#[derive(Debug, Clone)]
+enum Spread {
+    Hashes(Vec<u64>),
+    Histogram(Box<[u64]>),
+}
+
 /// The first streaming pass over a class: its row count and how its
-/// membership hashes spread over the buckets. Memory is per class, not per row.
+/// membership hashes spread over the buckets. Memory is bounded per class,
+/// not grown per row.
 #[derive(Debug, Clone)]
 pub struct ClassTally {
     rows: u64,
-    histogram: Vec<u64>,
+    spread: Spread,
 }
 
 impl Default for ClassTally {
     fn default() -> Self {
-        Self { rows: 0, histogram: vec![0; 1 << BUCKET_BITS] }
+        Self { rows: 0, spread: Spread::Hashes(Vec::new()) }
     }
 }
 
 impl ClassTally {
     pub fn add(&mut self, membership_hash: u64) {
         self.rows += 1;
-        self.histogram[bucket_of(membership_hash)] += 1;
+        self.record(membership_hash);
+    }
+
+    fn record(&mut self, membership_hash: u64) {
+        match &mut self.spread {
+            Spread::Hashes(hashes) => {
+                hashes.push(membership_hash);
+                if hashes.len() > HASHES_KEPT_UP_TO {
+                    self.histogram();
+                }
+            }
+            Spread::Histogram(histogram) => histogram[bucket_of(membership_hash)] += 1,
+        }
+    }
+
+    /// Turns the kept hashes into a histogram (once), and returns it.
+    fn histogram(&mut self) -> &mut [u64] {
+        if let Spread::Hashes(hashes) = &self.spread {
+            let mut histogram = vec![0u64; 1 << BUCKET_BITS].into_boxed_slice();
+            hashes.iter().for_each(|&h| histogram[bucket_of(h)] += 1);
+            self.spread = Spread::Histogram(histogram);
+        }
+        match &mut self.spread {
+            Spread::Histogram(histogram) => histogram,
+            Spread::Hashes(_) => unreachable!("made a histogram above"),
+        }
     }
 
     pub fn rows(&self) -> u64 {
@@ -131,7 +169,12 @@ impl ClassTally {
     /// Adds another part of the same class (tallied from another file).
     pub fn merge(&mut self, other: &ClassTally) {
         self.rows += other.rows;
-        self.histogram.iter_mut().zip(&other.histogram).for_each(|(a, b)| *a += b);
+        match &other.spread {
+            Spread::Hashes(hashes) => hashes.iter().for_each(|&h| self.record(h)),
+            Spread::Histogram(theirs) => {
+                self.histogram().iter_mut().zip(theirs.iter()).for_each(|(a, b)| *a += b);
+            }
+        }
     }
 
     /// What the second pass must look for in this class, in `mode`.
@@ -151,18 +194,32 @@ impl ClassTally {
     /// Where the class's first train row lies: which bucket, and its rank there.
     fn exact_boundary(&self, test_size: f64) -> Boundary {
         let validation_rows = validation_count(test_size, self.rows);
-        let mut bucket = None;
-        if validation_rows > 0 {
-            let mut before = 0u64;
-            for (b, &count) in self.histogram.iter().enumerate() {
-                if before + count > validation_rows {
-                    bucket = Some((b, (validation_rows - before) as usize));
-                    break;
+        let bucket = (validation_rows > 0).then(|| self.bucket_holding(validation_rows)).flatten();
+        Boundary { rows: self.rows, validation_rows, bucket, members: Vec::new(), stable_cut: None }
+    }
+
+    /// The bucket of the row of rank `rank` (0-based) in hash order, and
+    /// that row's rank within its bucket.
+    fn bucket_holding(&self, rank: u64) -> Option<(usize, usize)> {
+        match &self.spread {
+            Spread::Hashes(hashes) => {
+                let mut sorted = hashes.clone();
+                sorted.sort_unstable();
+                let bucket = bucket_of(*sorted.get(rank as usize)?);
+                let before = sorted.partition_point(|&h| bucket_of(h) < bucket);
+                Some((bucket, rank as usize - before))
+            }
+            Spread::Histogram(histogram) => {
+                let mut before = 0u64;
+                for (b, &count) in histogram.iter().enumerate() {
+                    if before + count > rank {
+                        return Some((b, (rank - before) as usize));
+                    }
+                    before += count;
                 }
-                before += count;
+                None
             }
         }
-        Boundary { rows: self.rows, validation_rows, bucket, members: Vec::new(), stable_cut: None }
     }
 }
 
@@ -271,6 +328,30 @@ mod tests {
                 assert_eq!(split.is_validation(h, p), (rank as u64) < expected, "n {n} rank {rank}");
             }
         }
+    }
+
+    #[test]
+    fn kept_hashes_and_histogram_find_the_same_boundary() {
+        let hashes: Vec<u64> =
+            (0..3000u64).map(|p| membership_hash(11, RowKey::Position { file: "", row: p })).collect();
+        let small = {
+            let mut tally = ClassTally::default();
+            hashes.iter().for_each(|&h| tally.add(h));
+            tally
+        };
+        let mut dense = small.clone();
+        dense.histogram();
+        for test_size in [0.001, 0.2, 0.5, 0.999] {
+            let (a, b) = (small.boundary(test_size, SplitMode::Exact), dense.boundary(test_size, SplitMode::Exact));
+            assert_eq!((a.bucket, a.validation_rows), (b.bucket, b.validation_rows), "{test_size}");
+        }
+        // Merging parts of either kind keeps the count and the spread.
+        let (mut merged, mut part) = (ClassTally::default(), ClassTally::default());
+        hashes[..100].iter().for_each(|&h| part.add(h));
+        merged.merge(&part);
+        merged.merge(&dense);
+        assert_eq!(merged.rows(), 3100);
+        assert!(matches!(merged.spread, Spread::Histogram(_)));
     }
 
     #[test]
