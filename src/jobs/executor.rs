@@ -248,6 +248,11 @@ impl JobExecutor {
         let started = Instant::now();
         let outcome = self.clone().execute(job.clone()).await;
         let interrupted = matches!(outcome, Err(Error::Cancelled)) && self.is_draining();
+        // Cleaned up before the end shows in the record, so that a job seen
+        // finished has nothing left to tidy.
+        if !interrupted {
+            self.clean_up(id, outcome.as_ref().err()).await;
+        }
         let record = {
             let mut record = job.record.lock().unwrap();
             let elapsed = started.elapsed().as_secs_f64();
@@ -270,24 +275,6 @@ impl JobExecutor {
             }
             record.clone()
         };
-        if let Err(e) = &outcome
-            && !interrupted
-        {
-            if !matches!(e, Error::Cancelled) {
-                tracing::warn!(%id, error = %e, "job failed");
-            }
-            // Nothing half-written stays beside the kept input and record.
-            if let Err(e) = self.remove_partial_artifacts(id).await {
-                tracing::error!(%id, error = %e, "could not remove a failed job's partial artifacts");
-            }
-        }
-        if !interrupted {
-            let work_dir = self.store.job_work_dir(id);
-            let removed = tokio::task::spawn_blocking(move || WorkDir::remove(&work_dir)).await;
-            if let Err(e) = removed.map_err(Error::from).and_then(|removed| removed) {
-                tracing::warn!(%id, error = %e, "could not remove the job's work directory");
-            }
-        }
         if record.status.is_finished() {
             metrics::counter!("prepd_jobs_finished_total", "status" => record.status.as_str()).increment(1);
         }
@@ -298,6 +285,24 @@ impl JobExecutor {
             tracing::error!(%id, error = %e, "could not record the job's end");
         }
         self.running.lock().unwrap().remove(&id);
+    }
+
+    /// Removes a finished job's work directory and, when it did not
+    /// succeed, whatever artifacts it had written (its input and record stay).
+    async fn clean_up(&self, id: Uuid, error: Option<&Error>) {
+        if let Some(e) = error {
+            if !matches!(e, Error::Cancelled) {
+                tracing::warn!(%id, error = %e, "job failed");
+            }
+            if let Err(e) = self.remove_partial_artifacts(id).await {
+                tracing::error!(%id, error = %e, "could not remove a failed job's partial artifacts");
+            }
+        }
+        let work_dir = self.store.job_work_dir(id);
+        let removed = tokio::task::spawn_blocking(move || WorkDir::remove(&work_dir)).await;
+        if let Err(e) = removed.map_err(Error::from).and_then(|removed| removed) {
+            tracing::warn!(%id, error = %e, "could not remove the job's work directory");
+        }
     }
 
     async fn remove_partial_artifacts(&self, id: Uuid) -> Result<()> {

@@ -162,7 +162,7 @@ impl SourcePolicy {
     pub async fn open_dataset(&self, uri: &str) -> Result<RemoteDataset> {
         let scheme = uri.split_once("://").map_or("", |(scheme, _)| scheme);
         let is_http = matches!(scheme, "http" | "https");
-        let after_scheme = uri.len() - uri.split_once("://").map_or(uri.len(), |(_, rest)| rest.len());
+        let after_scheme = uri.find("://").map_or(0, |at| at + 3);
         let pattern_at =
             if is_http { None } else { glob::pattern_start(&uri[after_scheme..]).map(|p| after_scheme + p) };
         let (base, pattern) = match pattern_at {
@@ -184,10 +184,7 @@ impl SourcePolicy {
         let mut files = Vec::new();
         for meta in listed {
             let relative = meta.location.as_ref()[prefix_len.min(meta.location.as_ref().len())..].to_string();
-            let wanted = match &pattern {
-                Some(pattern) => glob::matches(pattern, &relative) && !is_hidden(&relative),
-                None => !is_hidden(&relative),
-            };
+            let wanted = !is_hidden(&relative) && pattern.as_ref().is_none_or(|p| glob::matches(p, &relative));
             if !wanted {
                 continue;
             }
