@@ -84,11 +84,6 @@ fn as_uri(input: &str) -> Result<String> {
     Ok(uri)
 }
 
-fn create_dir(dir: &std::path::Path) -> Result<&std::path::Path> {
-    std::fs::create_dir_all(dir)?;
-    Ok(dir)
-}
-
 pub async fn run(args: RunArgs) -> Result<Manifest> {
     let mut spec = match &args.config {
         Some(path) => JobSpec::from_json(&std::fs::read(path)?)?,
@@ -134,7 +129,8 @@ pub async fn run(args: RunArgs) -> Result<Manifest> {
     let pool =
         rayon::ThreadPoolBuilder::new().num_threads(args.common.workers.max(1)).build().map_err(Error::internal)?;
     // A one-shot run keeps its partitions only while it runs.
-    let work_dir = tempfile::Builder::new().prefix("run-").tempdir_in(create_dir(cache.scratch_dir())?)?;
+    std::fs::create_dir_all(cache.scratch_dir())?;
+    let work_dir = tempfile::Builder::new().prefix("run-").tempdir_in(cache.scratch_dir())?;
     let settings = RunSettings {
         read: args.common.read_settings(),
         partition_rows: args.common.partition_rows,

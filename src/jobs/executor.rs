@@ -89,9 +89,7 @@ pub struct JobExecutor {
     pool: Arc<rayon::ThreadPool>,
     policy: SourcePolicy,
     hub: HubClient,
-    read: ReadSettings,
-    partition_rows: u64,
-    sort_bytes: u64,
+    settings: ExecutorSettings,
     slots: Arc<Semaphore>,
     running: Mutex<HashMap<Uuid, Arc<RunningJob>>>,
     draining: AtomicBool,
@@ -126,10 +124,8 @@ impl JobExecutor {
             pool: Arc::new(pool),
             policy,
             hub,
-            read: settings.read,
-            partition_rows: settings.partition_rows,
-            sort_bytes: settings.sort_bytes,
             slots: Arc::new(Semaphore::new(settings.concurrent_jobs.max(1))),
+            settings,
             running: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
         })
@@ -137,7 +133,7 @@ impl JobExecutor {
 
     /// How this executor reads inputs (batch size, decompression caps).
     pub fn read_settings(&self) -> ReadSettings {
-        self.read
+        self.settings.read
     }
 
     pub fn store(&self) -> &ArtifactStore {
@@ -360,9 +356,9 @@ impl JobExecutor {
             let sink = self.store.sink(ArtifactStore::job_prefix(id), runtime);
             let pool = self.pool.clone();
             let settings = RunSettings {
-                read: self.read,
-                partition_rows: self.partition_rows,
-                sort_bytes: self.sort_bytes,
+                read: self.settings.read,
+                partition_rows: self.settings.partition_rows,
+                sort_bytes: self.settings.sort_bytes,
                 work_dir: self.store.job_work_dir(id),
             };
             let observer = job.clone();

@@ -419,13 +419,9 @@ pub fn run(
     let (work, finished) = WorkDir::open(&settings.work_dir, &fingerprint, bucketing)?;
     let counts =
         process(spec, &files, settings, &scan, &plan, &preprocessor, &work, finished, partitions, observer, pool)?;
-    if counts.train != plan.counts().train || counts.validation != plan.counts().validation {
-        return Err(Error::internal(format!(
-            "the partitions hold {} train and {} validation rows, the split planned {:?}",
-            counts.train,
-            counts.validation,
-            plan.counts()
-        )));
+    let held = SplitCounts { train: counts.train, validation: counts.validation };
+    if held != plan.counts() {
+        return Err(Error::internal(format!("the partitions hold {held:?}, the split planned {:?}", plan.counts())));
     }
 
     observer.stage(Stage::Write);
