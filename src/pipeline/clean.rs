@@ -7,8 +7,7 @@
 //!    `strip()`: together, the ASCII alphanumeric words joined by one space;
 //! 7. `re.sub(r"http\S+", "", text)`, with no second strip.
 
-use std::collections::HashMap;
-
+use ahash::AHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::pyunicode::{is_space, is_word, push_lower};
@@ -44,22 +43,29 @@ impl Default for CleaningConfig {
 /// the alternation's leftmost-first choice.
 #[derive(Debug, Clone)]
 struct StopwordIndex {
-    by_head: HashMap<String, Vec<String>>,
+    by_head: AHashMap<String, Vec<String>>,
+    /// No run of word characters longer than this can start a stopword.
+    longest_head: usize,
 }
 
 impl StopwordIndex {
     fn new(stopwords: &[String]) -> Self {
-        let mut by_head: HashMap<String, Vec<String>> = HashMap::new();
+        let mut by_head: AHashMap<String, Vec<String>> = AHashMap::new();
         for word in stopwords {
             let head_end = word.find(|c: char| !is_word(c)).unwrap_or(word.len());
             by_head.entry(word[..head_end].to_string()).or_default().push(word.clone());
         }
-        Self { by_head }
+        let longest_head = by_head.keys().map(String::len).max().unwrap_or(0);
+        Self { by_head, longest_head }
     }
 
     /// The length of the stopword that matches at the start of `rest`, whose
     /// first `run_len` bytes are a maximal run of word characters.
+    #[inline]
     fn match_at(&self, rest: &str, run_len: usize) -> Option<usize> {
+        if run_len > self.longest_head {
+            return None;
+        }
         let candidates = self.by_head.get(&rest[..run_len])?;
         candidates.iter().find_map(|word| {
             let ends_on_boundary = || !rest[word.len()..].chars().next().is_some_and(is_word);
@@ -88,6 +94,48 @@ impl TextCleaner {
         if !self.config.enabled {
             return text.to_string();
         }
+        if text.is_ascii() {
+            return self.clean_ascii(text);
+        }
+        self.clean_unicode(text)
+    }
+
+    /// The same steps for ASCII text, where lower-casing keeps byte
+    /// positions and every class is a byte test, fused into one scan: a run
+    /// of word characters is either a stopword match (dropped with the
+    /// whitespace after it) or its alphanumeric words are written out.
+    fn clean_ascii(&self, text: &str) -> String {
+        let lowered = text.to_ascii_lowercase();
+        let bytes = lowered.as_bytes();
+        let mut out = String::with_capacity(text.len());
+        let mut words = 0usize;
+        let mut at = 0;
+        while at < bytes.len() {
+            if !is_ascii_word(bytes[at]) {
+                at += 1;
+                continue;
+            }
+            // Whole runs are consumed below, so a run found here starts on a word boundary.
+            let run_len = bytes[at..].iter().position(|&b| !is_ascii_word(b)).unwrap_or(bytes.len() - at);
+            match self.stopwords.match_at(&lowered[at..], run_len) {
+                Some(word_len) => {
+                    at += word_len;
+                    at += bytes[at..].iter().take_while(|&&b| is_ascii_space(b)).count();
+                }
+                None => {
+                    for word in lowered[at..at + run_len].split('_').filter(|w| !w.is_empty()) {
+                        push_word_without_link(word, words, &mut out);
+                        words += 1;
+                    }
+                    at += run_len;
+                }
+            }
+        }
+        out
+    }
+
+    /// Any text: the steps one after the other, with Python's Unicode classes.
+    fn clean_unicode(&self, text: &str) -> String {
         let mut lowered = String::with_capacity(text.len());
         push_lower(text, &mut lowered);
         let without_stopwords = self.remove_stopwords(&lowered);
@@ -141,14 +189,33 @@ impl TextCleaner {
 fn push_words_without_links(text: &str, out: &mut String) {
     let words = text.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty());
     for (n, word) in words.enumerate() {
-        if n > 0 {
-            out.push(' ');
-        }
-        match word.find("http") {
-            Some(link_at) if link_at + 4 < word.len() => out.push_str(&word[..link_at]),
-            _ => out.push_str(word),
-        }
+        push_word_without_link(word, n, out);
     }
+}
+
+/// Appends the `index`th alphanumeric word, after a space unless it is the
+/// first, cut at a link (`http` and at least one more character).
+#[inline]
+fn push_word_without_link(word: &str, index: usize, out: &mut String) {
+    if index > 0 {
+        out.push(' ');
+    }
+    match word.find("http") {
+        Some(link_at) if link_at + 4 < word.len() => out.push_str(&word[..link_at]),
+        _ => out.push_str(word),
+    }
+}
+
+/// `is_word` for one ASCII byte.
+#[inline]
+fn is_ascii_word(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'_'
+}
+
+/// `is_space` for one ASCII byte.
+#[inline]
+fn is_ascii_space(byte: u8) -> bool {
+    matches!(byte, b'\t'..=b'\r' | 0x1c..=0x1f | b' ')
 }
 
 #[cfg(test)]
@@ -196,6 +263,28 @@ mod tests {
         assert_eq!(clean("xhttpy z"), "x z");
         assert_eq!(clean("httpx z"), " z");
         assert_eq!(clean("z httpx"), "z ");
+    }
+
+    #[test]
+    fn ascii_fast_path_matches_the_unicode_steps() {
+        // Pieces that meet at every interesting boundary: stopwords with and
+        // without apostrophes, underscores, Python-only whitespace, links.
+        const PIECES: &[&str] = &[
+            "the", "The", "don", "'t", "t", "you", "'re", "re", "it", "'s", "a", "I", "http", "https", "://x", "x",
+            "Y2", "_", "__a", " ", "  ", "\t", "\x1c", "\x1f", "\x0b", ",", ".", "-", "'", "me", "ab", "www",
+        ];
+        let cleaner = TextCleaner::new(CleaningConfig::default());
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for case in 0..20_000 {
+            let mut text = String::new();
+            for _ in 0..(case % 12) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                text.push_str(PIECES[(state % PIECES.len() as u64) as usize]);
+            }
+            assert_eq!(cleaner.clean_ascii(&text), cleaner.clean_unicode(&text), "{text:?}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::bert::BertNormalizer;
@@ -15,6 +16,7 @@ use tokenizers::{
     TruncationDirection, TruncationParams, TruncationStrategy,
 };
 
+use super::clean_text_wordpiece::CleanTextEncoder;
 use super::wordpiece_trainer::train_vocab;
 use crate::error::{Error, Result};
 
@@ -30,6 +32,8 @@ const MAX_INPUT_CHARS_PER_WORD: usize = 100;
 #[derive(Clone)]
 pub struct WordPieceTokenizer {
     inner: Tokenizer,
+    /// The same pipeline specialised for cleaned text, when it can be.
+    clean_text: Option<Arc<CleanTextEncoder>>,
     json: String,
     sha256: String,
     max_length: Option<usize>,
@@ -115,7 +119,8 @@ impl WordPieceTokenizer {
         tokenizer.with_truncation(None).map_err(|e| tokenizer_error("truncation", e))?;
         let json = tokenizer.to_string(false).map_err(|e| Error::internal(format!("serialising tokenizer: {e}")))?;
         let sha256 = hex::encode(Sha256::digest(json.as_bytes()));
-        Ok(Self { inner: tokenizer, json, sha256, max_length: None })
+        let clean_text = CleanTextEncoder::for_tokenizer(&tokenizer).map(Arc::new);
+        Ok(Self { inner: tokenizer, clean_text, json, sha256, max_length: None })
     }
 
     /// Truncate every encoding to `max_length` tokens, special tokens included
@@ -137,7 +142,23 @@ impl WordPieceTokenizer {
     }
 
     /// The ids, and whether truncation to the maximum length cut any.
+    /// Cleaned text takes the specialised path when there is one; it gives
+    /// the same ids as the general pipeline, which handles everything else.
     pub fn encode_reporting_truncation(&self, text: &str) -> Result<(Vec<u32>, bool)> {
+        if let Some(encoded) = self.clean_text.as_ref().and_then(|fast| fast.encode(text, self.max_length)) {
+            return Ok(encoded);
+        }
+        self.encode_general(text)
+    }
+
+    /// Whether cleaned text has a specialised path for this tokenizer.
+    pub fn has_clean_text_path(&self) -> bool {
+        self.clean_text.is_some()
+    }
+
+    /// The `tokenizers` crate's pipeline, whatever the text: the reference
+    /// the specialised path is tested and benchmarked against.
+    pub fn encode_general(&self, text: &str) -> Result<(Vec<u32>, bool)> {
         let encoding = self.inner.encode_fast(text, true).map_err(|e| Error::internal(format!("tokenizer: {e}")))?;
         Ok((encoding.get_ids().to_vec(), !encoding.get_overflowing().is_empty()))
     }

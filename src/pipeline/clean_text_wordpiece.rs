@@ -1,0 +1,413 @@
+//! WordPiece for cleaned text: after the course's cleaning only `[a-z0-9 ]`
+//! is left, and on such text the whole uncased BERT pipeline of the
+//! `tokenizers` crate reduces to "split on spaces, longest-match-first
+//! WordPiece per word, special tokens around". This module does exactly that
+//! with two byte tries and no allocation per word, which is tens of times
+//! faster than the general pipeline (normalizer with offsets, pre-tokenizer,
+//! a hash lookup per candidate substring).
+//!
+//! [`CleanTextEncoder::for_tokenizer`] only builds an encoder for a pipeline
+//! whose behaviour on `[a-z0-9 ]` it can state exactly; every other
+//! tokenizer keeps the general path. [`CleanTextEncoder::encode`] answers
+//! `None` for text holding any other byte, so the caller falls back and the
+//! result never depends on which path ran. Tests compare both paths on
+//! random and edge-case text.
+
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::{ModelWrapper, NormalizerWrapper, PostProcessor, PreTokenizerWrapper, Tokenizer};
+
+const NO_TOKEN: u32 = u32::MAX;
+
+/// `[a-z0-9]`, the alphabet of a cleaned word, as 0..36 (fits a `u64` mask).
+fn symbol(byte: u8) -> Option<u32> {
+    match byte {
+        b'a'..=b'z' => Some(u32::from(byte - b'a')),
+        b'0'..=b'9' => Some(u32::from(byte - b'0') + 26),
+        _ => None,
+    }
+}
+
+/// A trie over `[a-z0-9]` strings, each node's children stored contiguously
+/// and found through a 36-bit mask, so a node costs 16 bytes and a step is a
+/// mask test and a popcount.
+#[derive(Debug, Clone, Default)]
+struct PieceTrie {
+    nodes: Vec<TrieNode>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TrieNode {
+    children: u64,
+    first_child: u32,
+    token: u32,
+}
+
+impl PieceTrie {
+    /// Pieces whose bytes are not all in the alphabet can never match a
+    /// cleaned word, so they are left out.
+    fn build<'a>(pieces: impl Iterator<Item = (&'a str, u32)>) -> Self {
+        // Build with sorted child maps first, then lay nodes out breadth-first.
+        #[derive(Default)]
+        struct Draft {
+            children: std::collections::BTreeMap<u32, usize>,
+            token: Option<u32>,
+        }
+        let mut drafts = vec![Draft::default()];
+        for (piece, id) in pieces {
+            let Some(symbols) = piece.bytes().map(symbol).collect::<Option<Vec<_>>>() else { continue };
+            if symbols.is_empty() {
+                continue;
+            }
+            let mut at = 0;
+            for s in symbols {
+                at = match drafts[at].children.get(&s) {
+                    Some(&child) => child,
+                    None => {
+                        drafts.push(Draft::default());
+                        let child = drafts.len() - 1;
+                        drafts[at].children.insert(s, child);
+                        child
+                    }
+                };
+            }
+            drafts[at].token = Some(id);
+        }
+        let mut order = vec![0usize];
+        let mut nodes = Vec::with_capacity(drafts.len());
+        let mut next = 0;
+        while next < order.len() {
+            let draft = &drafts[order[next]];
+            let first_child = order.len() as u32;
+            let mut mask = 0u64;
+            for (&s, &child) in &draft.children {
+                mask |= 1 << s;
+                order.push(child);
+            }
+            nodes.push(TrieNode { children: mask, first_child, token: draft.token.unwrap_or(NO_TOKEN) });
+            next += 1;
+        }
+        Self { nodes }
+    }
+
+    #[inline]
+    fn child(&self, node: usize, symbol: u32) -> Option<usize> {
+        let TrieNode { children, first_child, .. } = self.nodes[node];
+        let bit = 1u64 << symbol;
+        (children & bit != 0).then(|| first_child as usize + (children & (bit - 1)).count_ones() as usize)
+    }
+
+    /// The longest piece that prefixes `word`: its token and byte length.
+    #[inline]
+    fn longest_prefix(&self, word: &[u8]) -> Option<(u32, usize)> {
+        let mut node = 0;
+        let mut best = None;
+        for (at, &byte) in word.iter().enumerate() {
+            let Some(s) = symbol(byte) else { return best };
+            match self.child(node, s) {
+                Some(child) => node = child,
+                None => return best,
+            }
+            let token = self.nodes[node].token;
+            if token != NO_TOKEN {
+                best = Some((token, at + 1));
+            }
+        }
+        best
+    }
+}
+
+/// The uncased BERT pipeline restricted to cleaned text.
+#[derive(Debug, Clone)]
+pub struct CleanTextEncoder {
+    word_start: PieceTrie,
+    continuation: PieceTrie,
+    unk: u32,
+    max_word_len: usize,
+    /// Special tokens the post-processor puts around a single sequence.
+    before: Vec<u32>,
+    after: Vec<u32>,
+}
+
+impl CleanTextEncoder {
+    /// An encoder equivalent to `tokenizer` on `[a-z0-9 ]` text, or `None`
+    /// when the pipeline has a part whose effect there it does not model.
+    pub fn for_tokenizer(tokenizer: &Tokenizer) -> Option<Self> {
+        // Every BertNormalizer setting leaves `[a-z0-9 ]` unchanged.
+        if !matches!(tokenizer.get_normalizer(), None | Some(NormalizerWrapper::BertNormalizer(_))) {
+            return None;
+        }
+        if !matches!(tokenizer.get_pre_tokenizer(), Some(PreTokenizerWrapper::BertPreTokenizer(_))) {
+            return None;
+        }
+        let ModelWrapper::WordPiece(model) = tokenizer.get_model() else { return None };
+        // An added token is matched in the raw text before the model runs.
+        // One holding ASCII punctuation can never occur in cleaned text.
+        let added = tokenizer.get_added_vocabulary().get_added_tokens_decoder();
+        if !added.values().all(|t| t.content.bytes().any(|b| b.is_ascii_punctuation())) {
+            return None;
+        }
+        let (before, after) = single_sequence_specials(tokenizer)?;
+        Self::from_model(model, before, after)
+    }
+
+    fn from_model(model: &WordPiece, before: Vec<u32>, after: Vec<u32>) -> Option<Self> {
+        use tokenizers::Model;
+        let vocab = model.get_vocab();
+        let unk = *vocab.get(&model.unk_token)?;
+        let prefix = model.continuing_subword_prefix.as_str();
+        let word_start = PieceTrie::build(vocab.iter().map(|(t, &id)| (t.as_str(), id)));
+        let continuation =
+            PieceTrie::build(vocab.iter().filter_map(|(t, &id)| t.strip_prefix(prefix).map(|rest| (rest, id))));
+        Some(Self { word_start, continuation, unk, max_word_len: model.max_input_chars_per_word, before, after })
+    }
+
+    /// The ids of `text` with special tokens, and whether `max_length`
+    /// (special tokens included) cut any; `None` if `text` holds a byte
+    /// outside `[a-z0-9 ]` or the length leaves no room for the specials.
+    pub fn encode(&self, text: &str, max_length: Option<usize>) -> Option<(Vec<u32>, bool)> {
+        let added = self.before.len() + self.after.len();
+        let budget = match max_length {
+            Some(max) if max <= added => return None,
+            Some(max) => max - added,
+            None => usize::MAX,
+        };
+        let mut ids = Vec::with_capacity(added + text.len() / 4 + 1);
+        ids.extend_from_slice(&self.before);
+        for word in text.as_bytes().split(|&b| b == b' ').filter(|w| !w.is_empty()) {
+            self.push_word(word, &mut ids)?;
+        }
+        let pieces = ids.len() - self.before.len();
+        let truncated = pieces > budget;
+        if truncated {
+            ids.truncate(self.before.len() + budget);
+        }
+        ids.extend_from_slice(&self.after);
+        Some((ids, truncated))
+    }
+
+    /// Greedy longest-match-first, the whole word `[UNK]` if any position
+    /// has no piece or the word is too long; as `WordPiece::tokenize`.
+    fn push_word(&self, word: &[u8], ids: &mut Vec<u32>) -> Option<()> {
+        if word.iter().any(|&b| symbol(b).is_none()) {
+            return None;
+        }
+        if word.len() > self.max_word_len {
+            ids.push(self.unk);
+            return Some(());
+        }
+        let word_begins = ids.len();
+        let mut at = 0;
+        let mut trie = &self.word_start;
+        while at < word.len() {
+            match trie.longest_prefix(&word[at..]) {
+                Some((token, len)) => {
+                    ids.push(token);
+                    at += len;
+                    trie = &self.continuation;
+                }
+                None => {
+                    ids.truncate(word_begins);
+                    ids.push(self.unk);
+                    return Some(());
+                }
+            }
+        }
+        Some(())
+    }
+}
+
+/// The special tokens a single sequence gets, read from the post-processor:
+/// `BertProcessing`, or a `TemplateProcessing` whose single-sequence template
+/// is special tokens, the sequence, special tokens. Other processors are not
+/// modelled.
+fn single_sequence_specials(tokenizer: &Tokenizer) -> Option<(Vec<u32>, Vec<u32>)> {
+    let Some(processor) = tokenizer.get_post_processor() else { return Some((vec![], vec![])) };
+    let json = serde_json::to_value(processor).ok()?;
+    let (before, after) = match json.get("type")?.as_str()? {
+        "BertProcessing" => {
+            let id = |field: &str| json.get(field)?.get(1)?.as_u64().and_then(|id| u32::try_from(id).ok());
+            (vec![id("cls")?], vec![id("sep")?])
+        }
+        "TemplateProcessing" => {
+            let specials = json.get("special_tokens")?;
+            let mut before = vec![];
+            let mut after = vec![];
+            let mut seen_sequence = false;
+            for piece in json.get("single")?.as_array()? {
+                if let Some(special) = piece.get("SpecialToken") {
+                    let name = special.get("id")?.as_str()?;
+                    let ids = specials.get(name)?.get("ids")?.as_array()?;
+                    let ids = ids
+                        .iter()
+                        .map(|id| id.as_u64().and_then(|id| u32::try_from(id).ok()))
+                        .collect::<Option<Vec<_>>>()?;
+                    if seen_sequence { after.extend(ids) } else { before.extend(ids) }
+                } else if piece.get("Sequence")?.get("id")?.as_str()? == "A" && !seen_sequence {
+                    seen_sequence = true;
+                } else {
+                    return None;
+                }
+            }
+            if !seen_sequence {
+                return None;
+            }
+            (before, after)
+        }
+        _ => return None,
+    };
+    // The count truncation reserves must match what the template adds.
+    (processor.added_tokens(false) == before.len() + after.len()).then_some((before, after))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::tokenize::WordPieceTokenizer;
+
+    #[test]
+    fn trie_finds_the_longest_piece() {
+        let trie = PieceTrie::build([("a", 1), ("ab", 2), ("abcd", 3), ("b", 4), ("x-y", 5)].into_iter());
+        assert_eq!(trie.longest_prefix(b"abc"), Some((2, 2)));
+        assert_eq!(trie.longest_prefix(b"abcde"), Some((3, 4)));
+        assert_eq!(trie.longest_prefix(b"b"), Some((4, 1)));
+        assert_eq!(trie.longest_prefix(b"c"), None);
+        assert_eq!(trie.longest_prefix(b"x"), None);
+    }
+
+    /// splitmix64, so a failing case can be replayed from its seed.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+
+    /// A vocabulary of short pieces over a few letters (so words split in
+    /// many ways and often fail), pieces with other bytes, and repeats.
+    fn random_vocab(rng: &mut Rng) -> String {
+        let mut lines =
+            vec!["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].into_iter().map(String::from).collect::<Vec<_>>();
+        for _ in 0..300 {
+            let len = 1 + rng.below(4);
+            let piece: String =
+                (0..len).map(|_| LETTERS[rng.below(8) + if rng.below(4) == 0 { 26 } else { 0 }] as char).collect();
+            let line = match rng.below(10) {
+                0..=4 => piece,
+                5..=8 => format!("##{piece}"),
+                _ => format!("{piece}-{}", if rng.below(2) == 0 { "é" } else { "#" }),
+            };
+            lines.push(line);
+        }
+        lines.push("a".into()); // a repeated token keeps its last line
+        lines.join("\n") + "\n"
+    }
+
+    fn random_clean_text(rng: &mut Rng) -> String {
+        let mut text = String::new();
+        for _ in 0..rng.below(12) {
+            let spaces = match rng.below(6) {
+                0 => 0,
+                1 => 2,
+                _ => 1,
+            };
+            text.extend(std::iter::repeat_n(' ', spaces));
+            let len = match rng.below(20) {
+                0 => 95 + rng.below(10),
+                _ => 1 + rng.below(9),
+            };
+            text.extend((0..len).map(|_| LETTERS[rng.below(8) + if rng.below(5) == 0 { 26 } else { 0 }] as char));
+        }
+        text
+    }
+
+    #[test]
+    fn fuzzed_clean_text_matches_the_general_pipeline() {
+        let mut rng = Rng(7);
+        let (mut truncated, mut unknown) = (0, 0);
+        for round in 0..40 {
+            let vocab = random_vocab(&mut rng);
+            for max_length in [None, Some(2), Some(3), Some(7)] {
+                let tokenizer = WordPieceTokenizer::from_vocab(&vocab).unwrap().with_max_length(max_length).unwrap();
+                assert!(tokenizer.has_clean_text_path());
+                for case in 0..200 {
+                    let text = random_clean_text(&mut rng);
+                    let (ids, cut) = tokenizer.encode_general(&text).unwrap();
+                    assert_eq!(
+                        tokenizer.encode_reporting_truncation(&text).unwrap(),
+                        (ids.clone(), cut),
+                        "round {round}, max_length {max_length:?}, case {case}: {text:?}"
+                    );
+                    truncated += usize::from(cut);
+                    unknown += usize::from(ids.contains(&1));
+                }
+            }
+        }
+        // The cases reach both the truncation and the `[UNK]` branches often.
+        assert!(truncated > 5000 && unknown > 5000, "truncated {truncated}, unknown {unknown}");
+    }
+
+    #[test]
+    fn other_bytes_fall_back_to_the_general_pipeline() {
+        let tokenizer = WordPieceTokenizer::from_vocab("[UNK]\n[CLS]\n[SEP]\nab\n##c\n").unwrap();
+        for text in ["AB", "ab\tc", "ab,c", "abé", "ab\u{a0}c", "ab\nabc"] {
+            assert_eq!(tokenizer.encode_reporting_truncation(text).unwrap(), tokenizer.encode_general(text).unwrap());
+        }
+    }
+
+    /// The shape of Hugging Face's `bert-base-uncased/tokenizer.json`: a
+    /// template post-processor and special tokens in the added vocabulary.
+    fn hub_style_tokenizer(vocab: &str, added: &[(&str, bool)]) -> Tokenizer {
+        use tokenizers::processors::template::TemplateProcessing;
+        let from_vocab = WordPieceTokenizer::from_vocab(vocab).unwrap();
+        let mut tokenizer: Tokenizer = Tokenizer::from_bytes(from_vocab.json().as_bytes()).unwrap();
+        let id = |t: &str| tokenizer.token_to_id(t).unwrap();
+        let template = TemplateProcessing::builder()
+            .try_single("[CLS] $A [SEP]")
+            .unwrap()
+            .try_pair("[CLS] $A [SEP] $B:1 [SEP]:1")
+            .unwrap()
+            .special_tokens(vec![("[CLS]", id("[CLS]")), ("[SEP]", id("[SEP]"))])
+            .build()
+            .unwrap();
+        tokenizer.with_post_processor(Some(template));
+        let added: Vec<_> = added.iter().map(|&(t, special)| tokenizers::AddedToken::from(t, special)).collect();
+        tokenizer.add_tokens(added).unwrap();
+        tokenizer
+    }
+
+    #[test]
+    fn template_post_processor_is_read_from_the_tokenizer_json() {
+        let mut rng = Rng(11);
+        let vocab = random_vocab(&mut rng);
+        let hub = hub_style_tokenizer(&vocab, &[("[CLS]", true), ("[SEP]", true), ("[UNK]", true)]);
+        let tokenizer = WordPieceTokenizer::from_bytes(hub.to_string(false).unwrap().as_bytes()).unwrap();
+        assert!(tokenizer.has_clean_text_path());
+        for _ in 0..2000 {
+            let text = random_clean_text(&mut rng);
+            assert_eq!(tokenizer.encode_reporting_truncation(&text).unwrap(), tokenizer.encode_general(&text).unwrap());
+        }
+    }
+
+    #[test]
+    fn pipelines_it_cannot_model_keep_the_general_path() {
+        let vocab = "[UNK]\n[CLS]\n[SEP]\nab\n##c\n";
+        // An added token made of letters is matched in the text before WordPiece.
+        let hub = hub_style_tokenizer(vocab, &[("abc", false)]);
+        assert!(CleanTextEncoder::for_tokenizer(&hub).is_none());
+        let mut lowercase_only = hub_style_tokenizer(vocab, &[]);
+        lowercase_only.with_normalizer(Some(tokenizers::normalizers::utils::Lowercase)).unwrap();
+        assert!(CleanTextEncoder::for_tokenizer(&lowercase_only).is_none());
+        let mut whitespace_split = hub_style_tokenizer(vocab, &[]);
+        whitespace_split.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::whitespace::Whitespace));
+        assert!(CleanTextEncoder::for_tokenizer(&whitespace_split).is_none());
+    }
+}
