@@ -2,6 +2,7 @@
 //! and serves the very same preprocessing for single records.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod error;

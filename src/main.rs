@@ -23,6 +23,9 @@ enum Command {
     Run(prepd::cli::RunArgs),
     /// Print the OpenAPI document.
     Openapi,
+    /// Time each stage of a job alone, in process, on a local file, and the
+    /// `tokenizers` crate's general pipeline on the same texts (bench/run.sh).
+    BenchStages(prepd::bench::BenchArgs),
 }
 
 fn init_logging() {
@@ -66,6 +69,17 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::BenchStages(args) => match tokio::task::spawn_blocking(move || prepd::bench::run(&args)).await {
+            Ok(Ok(_)) => ExitCode::SUCCESS,
+            Ok(Err(e)) => {
+                eprintln!("prepd: {e}");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("prepd: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run(args) => {
             let out = args.out.clone();
             match prepd::cli::run(args).await {

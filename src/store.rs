@@ -252,6 +252,12 @@ impl InputSource for StoreInput {
     }
 
     fn open(&self) -> Result<Box<dyn Read + Send>> {
+        // A local object is read as a file: through the store's async stream
+        // every read is a hop to the runtime and back, which costs more than
+        // the parse on a fast disk.
+        if let Some(path) = &self.local_file {
+            return Ok(Box::new(std::fs::File::open(path)?));
+        }
         let store = self.store.clone();
         let path = self.path.clone();
         let stream = self.runtime.block_on(async move { store.get(&path).await })?.into_stream();
