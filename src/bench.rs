@@ -99,17 +99,17 @@ pub fn run(args: &BenchArgs) -> Result<Vec<StageFigure>> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(workers).build().map_err(Error::internal)?;
     let mut figures = Vec::new();
 
-    // Read: one parse of the file, as each pass of a job does it (one thread a file).
+    // Read: one parse of the file, as the scan does it (chunks parsed on the workers, rows taken in order).
     let started = Instant::now();
     let (mut texts, mut labels, mut ids) = (Vec::new(), Vec::new(), Vec::new());
-    for batch in ingest::open(&source, &spec, args.common.read_settings())?.batches {
-        let batch = batch?;
+    ingest::open_chunks(&source, &spec, args.common.read_settings())?.for_each_in_order(workers, |batch| {
         texts.extend(batch.texts);
         labels.extend(batch.labels);
         ids.extend(batch.ids.unwrap_or_default());
-    }
+        Ok(())
+    })?;
     let rows = texts.len();
-    figures.push(figure("read", rows, input_bytes, started.elapsed(), "parse to rows, 1 thread".into()));
+    figures.push(figure("read", rows, input_bytes, started.elapsed(), format!("parse to rows, {workers} threads")));
 
     // Split: both passes' work (class tallies, then each class's boundary) and each row's side.
     let started = Instant::now();

@@ -118,15 +118,145 @@ impl ReadSettings {
     }
 }
 
-/// Opens `source` for one pass over its rows in batches.
+/// Opens `source` for one pass over its rows in batches, parsed in order on
+/// the calling thread.
 pub fn open(source: &dyn InputSource, spec: &JobSpec, read: ReadSettings) -> Result<OpenedInput> {
+    let chunked = open_chunks(source, spec, read)?;
+    Ok(OpenedInput { columns: chunked.columns.clone(), batches: chunked.into_batches() })
+}
+
+/// Opens `source` for one pass over its rows as chunks that any thread can
+/// parse: reading and cutting is sequential and cheap, parsing is not.
+pub fn open_chunks(source: &dyn InputSource, spec: &JobSpec, read: ReadSettings) -> Result<ChunkedInput> {
     let (format, compression) = InputFormat::resolve(spec.format, source.name())?;
     let stream =
         || -> Result<Box<dyn Read + Send>> { Ok(decompress(source.open()?, compression, read.decompression)?) };
     match format {
         InputFormat::Csv => open_csv(stream()?, spec, read.batch_rows),
-        InputFormat::Parquet => open_parquet(source.local_file()?, spec, read.batch_rows),
-        InputFormat::Jsonl => open_jsonl(stream()?, spec, read.batch_rows),
+        InputFormat::Parquet => open_parquet(source.local_file()?, spec, read.batch_rows).map(ChunkedInput::parsed),
+        InputFormat::Jsonl => open_jsonl(stream()?, spec, read.batch_rows).map(ChunkedInput::parsed),
+    }
+}
+
+/// Whole records of an input, not parsed yet. `index` numbers the chunks of
+/// one pass from 0; the same input and settings cut the same chunks on
+/// every pass.
+pub struct RawChunk {
+    pub index: usize,
+    body: RawBody,
+}
+
+enum RawBody {
+    Csv {
+        bytes: Vec<u8>,
+        records_before: u64,
+    },
+    /// Formats whose reader yields rows directly.
+    Parsed(RowBatch),
+}
+
+/// What a chunk needs to become rows; cheap to share between threads.
+#[derive(Clone)]
+pub struct ChunkParser {
+    csv: Option<Arc<CsvLayout>>,
+}
+
+struct CsvLayout {
+    schema: SchemaRef,
+    plan: ColumnPlan,
+}
+
+impl ChunkParser {
+    /// The chunk's rows, numbered from `first_position`.
+    pub fn parse(&self, chunk: RawChunk, first_position: u64) -> Result<RowBatch> {
+        match (chunk.body, &self.csv) {
+            (RawBody::Parsed(mut batch), _) => {
+                batch.first_position = first_position;
+                Ok(batch)
+            }
+            (RawBody::Csv { bytes, records_before }, Some(layout)) => {
+                parse_csv_chunk(layout, bytes, records_before, first_position)
+            }
+            (RawBody::Csv { .. }, None) => Err(Error::internal("a CSV chunk without a CSV layout")),
+        }
+    }
+}
+
+pub type ChunkStream = Box<dyn Iterator<Item = Result<RawChunk>> + Send>;
+
+/// An input opened for one pass, as chunks and their parser.
+pub struct ChunkedInput {
+    pub columns: ColumnPlan,
+    pub chunks: ChunkStream,
+    pub parser: ChunkParser,
+}
+
+impl ChunkedInput {
+    fn parsed(opened: OpenedInput) -> Self {
+        let chunks = opened
+            .batches
+            .enumerate()
+            .map(|(index, batch)| batch.map(|batch| RawChunk { index, body: RawBody::Parsed(batch) }));
+        Self { columns: opened.columns, chunks: Box::new(chunks), parser: ChunkParser { csv: None } }
+    }
+
+    /// Batches in order, parsed on the calling thread; the first error ends them.
+    pub fn into_batches(self) -> BatchStream {
+        let parser = self.parser;
+        let mut next_position = 0u64;
+        let mut failed = false;
+        let batches = self.chunks.map_while(move |chunk| {
+            if failed {
+                return None;
+            }
+            let batch = chunk.and_then(|chunk| parser.parse(chunk, next_position));
+            match &batch {
+                Ok(batch) => next_position += batch.len() as u64,
+                Err(_) => failed = true,
+            }
+            Some(batch)
+        });
+        Box::new(batches)
+    }
+
+    /// Parses up to `threads` chunks at once, each on a thread of its own,
+    /// and hands the batches to `consume` in input order, numbered as one
+    /// thread would number them. An error (reading, parsing or consuming)
+    /// is the first in input order. Answers the rows of each chunk.
+    pub fn for_each_in_order(
+        self,
+        threads: usize,
+        mut consume: impl FnMut(RowBatch) -> Result<()>,
+    ) -> Result<Vec<u64>> {
+        let Self { mut chunks, parser, .. } = self;
+        let mut chunk_rows = Vec::new();
+        std::thread::scope(|scope| -> Result<()> {
+            let mut in_flight = std::collections::VecDeque::new();
+            let mut exhausted = false;
+            loop {
+                while !exhausted && in_flight.len() < threads.max(1) {
+                    match chunks.next() {
+                        Some(Ok(chunk)) => {
+                            let parser = parser.clone();
+                            in_flight.push_back(Ok(scope.spawn(move || parser.parse(chunk, 0))));
+                        }
+                        Some(Err(e)) => {
+                            in_flight.push_back(Err(e));
+                            exhausted = true;
+                        }
+                        None => exhausted = true,
+                    }
+                }
+                let Some(next) = in_flight.pop_front() else { return Ok(()) };
+                let parsed = next?.join().map_err(|_| Error::internal("a parser thread panicked"))?;
+                let mut batch = parsed?;
+                let first_position: u64 = chunk_rows.iter().sum();
+                batch.first_position = first_position;
+                chunk_rows.push(batch.len() as u64);
+                consume(batch)?;
+            }
+        })?;
+        Ok(chunk_rows)
     }
 }
 
@@ -262,7 +392,7 @@ fn check_utf8(chunk: &[u8], records_before: u64) -> Result<()> {
     Ok(())
 }
 
-fn open_csv(reader: Box<dyn Read + Send>, spec: &JobSpec, batch_rows: usize) -> Result<OpenedInput> {
+fn open_csv(reader: Box<dyn Read + Send>, spec: &JobSpec, batch_rows: usize) -> Result<ChunkedInput> {
     let mut chunker = CsvRecordChunker::new(reader, CSV_CHUNK_BYTES);
     let Some((header, _)) = chunker.next_chunk(1)? else {
         return Err(Error::bad_input(InputLocation::default(), "the file is empty"));
@@ -278,33 +408,18 @@ fn open_csv(reader: Box<dyn Read + Send>, spec: &JobSpec, batch_rows: usize) -> 
     let names: Vec<String> = header_frame.get_column_names().iter().map(|n| n.to_string()).collect();
     let columns = ColumnPlan::resolve(spec, &names)?;
     let schema: SchemaRef = Arc::new(names.iter().map(|n| Field::new(n.as_str().into(), DataType::String)).collect());
-    let plan = columns.clone();
-    let mut next_position = 0u64;
+    let layout = Arc::new(CsvLayout { schema, plan: columns.clone() });
+    let mut index = 0;
     let mut done = false;
-    let batches = std::iter::from_fn(move || {
+    let chunks = std::iter::from_fn(move || {
         if done {
             return None;
         }
-        let result = (|| {
-            let Some((chunk, records_before)) = chunker.next_chunk(batch_rows.max(1))? else {
-                return Ok(None);
-            };
-            check_utf8(&chunk, records_before)?;
-            let first_row = records_before.max(1);
-            let frame = CsvReadOptions::default()
-                .with_has_header(false)
-                .with_schema(Some(schema.clone()))
-                .into_reader_with_file_handle(Cursor::new(chunk))
-                .finish()
-                .map_err(|e| {
-                    Error::bad_input(InputLocation::row(first_row), format!("malformed CSV at or after this row: {e}"))
-                })?;
-            let batch = batch_from_frame(&frame, &plan, next_position)?;
-            next_position += batch.len() as u64;
-            Ok(Some(batch))
-        })();
-        match result {
-            Ok(Some(batch)) => Some(Ok(batch)),
+        match chunker.next_chunk(batch_rows.max(1)) {
+            Ok(Some((bytes, records_before))) => {
+                index += 1;
+                Some(Ok(RawChunk { index: index - 1, body: RawBody::Csv { bytes, records_before } }))
+            }
             Ok(None) => None,
             Err(e) => {
                 done = true;
@@ -312,7 +427,21 @@ fn open_csv(reader: Box<dyn Read + Send>, spec: &JobSpec, batch_rows: usize) -> 
             }
         }
     });
-    Ok(OpenedInput { columns, batches: Box::new(batches) })
+    Ok(ChunkedInput { columns, chunks: Box::new(chunks), parser: ChunkParser { csv: Some(layout) } })
+}
+
+fn parse_csv_chunk(layout: &CsvLayout, chunk: Vec<u8>, records_before: u64, first_position: u64) -> Result<RowBatch> {
+    check_utf8(&chunk, records_before)?;
+    let first_row = records_before.max(1);
+    let frame = CsvReadOptions::default()
+        .with_has_header(false)
+        .with_schema(Some(layout.schema.clone()))
+        .into_reader_with_file_handle(Cursor::new(chunk))
+        .finish()
+        .map_err(|e| {
+            Error::bad_input(InputLocation::row(first_row), format!("malformed CSV at or after this row: {e}"))
+        })?;
+    batch_from_frame(&frame, &layout.plan, first_position)
 }
 
 fn string_column(frame: &DataFrame, name: &str, first_position: u64) -> Result<Vec<Option<String>>> {
@@ -522,6 +651,38 @@ mod tests {
             let positions: Vec<u64> = batches.iter().map(|b| b.first_position).collect();
             assert_eq!(positions[0], 0);
         }
+    }
+
+    fn read_in_parallel(data: &str, batch_rows: usize, threads: usize) -> Result<(Vec<RowBatch>, Vec<u64>)> {
+        let source = Bytes(data.as_bytes().to_vec(), "d.csv");
+        let read = ReadSettings::new(batch_rows, DecompressionLimits::default());
+        let mut batches = Vec::new();
+        let chunk_rows = open_chunks(&source, &JobSpec::default(), read)?.for_each_in_order(threads, |batch| {
+            batches.push(batch);
+            Ok(())
+        })?;
+        Ok((batches, chunk_rows))
+    }
+
+    #[test]
+    fn parallel_parsing_numbers_rows_as_one_thread_does() {
+        let mut data = String::from("id,title,description,tag\n");
+        for row in 0..500 {
+            data.push_str(&format!("{row},t{row},\"line\n{row}\",c{}\n", row % 3));
+        }
+        let sequential = read_all(&data, "d.csv", 7).unwrap();
+        for threads in [1, 2, 5] {
+            let (parallel, chunk_rows) = read_in_parallel(&data, 7, threads).unwrap();
+            assert_eq!(parallel.len(), sequential.len());
+            for (p, s) in parallel.iter().zip(&sequential) {
+                assert_eq!((p.first_position, &p.texts, &p.labels), (s.first_position, &s.texts, &s.labels));
+            }
+            assert_eq!(chunk_rows, sequential.iter().map(|b| b.len() as u64).collect::<Vec<_>>());
+        }
+        // The first bad record in input order is the error, whatever finishes first.
+        let bad = data.clone() + "501,a,\"open,x\n";
+        let err = read_in_parallel(&bad, 7, 4).unwrap_err();
+        assert!(matches!(err, Error::BadInput { location: InputLocation { row: Some(501), .. }, .. }), "{err:?}");
     }
 
     #[test]

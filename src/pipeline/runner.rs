@@ -25,7 +25,7 @@ use utoipa::ToSchema;
 
 use super::artifacts::*;
 use super::clean::{CleaningConfig, TextCleaner, default_stopwords};
-use super::ingest::{self, InputSource, ReadSettings, RowBatch};
+use super::ingest::{self, ChunkParser, InputSource, RawChunk, ReadSettings, RowBatch};
 use super::partitions::{PartitionCounts, SplitSide, WorkDir};
 use super::preprocessor::{ClassToIndex, FittedPreprocessor};
 use super::pyunicode::UNICODE_VERSION;
@@ -96,9 +96,26 @@ struct FileRef<'a> {
     /// Of its first row, across the dataset (known once scanned).
     first_position: u64,
     rows: u64,
+    /// The file's row position at the start of each chunk of a pass, from
+    /// the scan: later passes parse chunks in any order and still number
+    /// their rows exactly.
+    chunk_starts: Vec<u64>,
 }
 
 impl FileRef<'_> {
+    /// Parses a chunk of a pass after the scan, on any thread.
+    fn parse(&self, parser: &ChunkParser, chunk: Result<RawChunk>) -> Result<RowBatch> {
+        let chunk = chunk.map_err(|e| self.locate(e))?;
+        let index = chunk.index;
+        let changed = || Error::internal(format!("{}: the input changed between passes", self.source.name()));
+        let (&start, &end) = self.chunk_starts.get(index).zip(self.chunk_starts.get(index + 1)).ok_or_else(changed)?;
+        let batch = parser.parse(chunk, start).map_err(|e| self.locate(e))?;
+        if batch.len() as u64 != end - start {
+            return Err(changed());
+        }
+        Ok(batch)
+    }
+
     fn row_key<'b>(&'b self, batch: &'b RowBatch, i: usize) -> RowKey<'b> {
         match &batch.split_keys {
             Some(keys) => RowKey::Value(keys[i].as_deref().unwrap_or("")),
@@ -177,6 +194,7 @@ struct FileFacts {
     skipped: u64,
     id_column: IdColumn,
     row_bytes: u64,
+    chunk_rows: Vec<u64>,
 }
 
 fn scan_file(
@@ -188,14 +206,15 @@ fn scan_file(
 ) -> Result<FileFacts> {
     let (format, _) = InputFormat::resolve(spec.format, file.source.name())?;
     let (bytes, sha256) = checksum(file.source, observer)?;
-    let opened = ingest::open(file.source, spec, settings.read)?;
+    let opened = ingest::open_chunks(file.source, spec, settings.read)?;
     let mut rows = 0u64;
     let mut row_bytes = 0u64;
     let mut null_label_rows = Vec::new();
     let mut skipped = 0;
     let mut id_column = if opened.columns.id.is_some() { IdColumn::Integer } else { IdColumn::Absent };
-    for batch in opened.batches {
-        let batch = batch?;
+    // Rows are tallied in order (a row's key is its position); the parsing
+    // before it, the expensive part, runs on as many threads as the pool has.
+    let chunk_rows = opened.for_each_in_order(rayon::current_num_threads(), |batch| {
         check_cancel(observer)?;
         for (i, label) in batch.labels.iter().enumerate() {
             rows += 1;
@@ -228,9 +247,10 @@ fn scan_file(
                 id_column = IdColumn::Text;
             }
         }
-    }
+        Ok(())
+    })?;
     let input = InputFile { name: file.source.name().to_string(), format, bytes, sha256, rows };
-    Ok(FileFacts { input, null_label_rows, skipped, id_column, row_bytes })
+    Ok(FileFacts { input, null_label_rows, skipped, id_column, row_bytes, chunk_rows })
 }
 
 fn scan(
@@ -269,6 +289,12 @@ fn scan(
         row_bytes += facts.row_bytes;
         file.first_position = next_position;
         file.rows = facts.input.rows;
+        file.chunk_starts = std::iter::once(0)
+            .chain(facts.chunk_rows.iter().scan(0, |at, rows| {
+                *at += rows;
+                Some(*at)
+            }))
+            .collect();
         null_label_rows.extend(facts.null_label_rows.iter().map(|row| next_position + row + 1));
         next_position += facts.input.rows;
         skipped += facts.skipped;
@@ -321,21 +347,31 @@ impl SplitPlan {
         let merged = Mutex::new(empty.clone());
         pool.install(|| {
             files.par_iter().try_for_each(|file| -> Result<()> {
-                let mut boundaries = empty.clone();
-                let opened = ingest::open(file.source, spec, settings.read).map_err(|e| file.locate(e))?;
-                for batch in opened.batches {
-                    let batch = batch.map_err(|e| file.locate(e))?;
-                    check_cancel(observer)?;
-                    for (i, label) in batch.labels.iter().enumerate() {
-                        if let Some(class) = scan.class_of(label.as_deref()) {
-                            let hash = membership_hash(spec.seed, file.row_key(&batch, i));
-                            boundaries[class as usize].offer(hash, file.position(&batch, i));
-                        }
-                    }
-                }
-                let mut merged = merged.lock().unwrap();
-                merged.iter_mut().zip(boundaries).for_each(|(m, b)| m.merge(b));
-                Ok(())
+                let opened = ingest::open_chunks(file.source, spec, settings.read).map_err(|e| file.locate(e))?;
+                let parser = &opened.parser;
+                opened
+                    .chunks
+                    .par_bridge()
+                    .try_fold(
+                        || empty.clone(),
+                        |mut boundaries, chunk| -> Result<Vec<Boundary>> {
+                            let batch = file.parse(parser, chunk)?;
+                            check_cancel(observer)?;
+                            for (i, label) in batch.labels.iter().enumerate() {
+                                if let Some(class) = scan.class_of(label.as_deref()) {
+                                    let hash = membership_hash(spec.seed, file.row_key(&batch, i));
+                                    boundaries[class as usize].offer(hash, file.position(&batch, i));
+                                }
+                            }
+                            Ok(boundaries)
+                        },
+                    )
+                    .try_for_each(|boundaries| -> Result<()> {
+                        let boundaries = boundaries?;
+                        let mut merged = merged.lock().unwrap();
+                        merged.iter_mut().zip(boundaries).for_each(|(m, b)| m.merge(b));
+                        Ok(())
+                    })
             })
         })?;
         let by_class = merged.into_inner().unwrap().into_iter().map(Boundary::finish).collect();
@@ -381,6 +417,7 @@ pub fn run(
             key: if multi_file { source.name() } else { "" },
             first_position: 0,
             rows: 0,
+            chunk_starts: Vec::new(),
         })
         .collect();
 
@@ -563,9 +600,10 @@ fn process(
             if all_finished {
                 return Ok(());
             }
-            let opened = ingest::open(file.source, spec, settings.read).map_err(|e| file.locate(e))?;
-            opened.batches.par_bridge().try_for_each(|batch| -> Result<()> {
-                let batch = batch.map_err(|e| file.locate(e))?;
+            let opened = ingest::open_chunks(file.source, spec, settings.read).map_err(|e| file.locate(e))?;
+            let parser = &opened.parser;
+            opened.chunks.par_bridge().try_for_each(|chunk| -> Result<()> {
+                let batch = file.parse(parser, chunk)?;
                 check_cancel(observer)?;
                 let mut i = 0;
                 while i < batch.len() {
