@@ -48,6 +48,7 @@ def joined(title, description):
 def course(args, out):
     import numpy as np
     import pandas as pd
+    import pyarrow.csv
     import ray
     from sklearn.model_selection import train_test_split
     from transformers import BertTokenizer
@@ -56,7 +57,8 @@ def course(args, out):
     ray.init(num_cpus=args.cores, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     clean_text = cleaner()
-    ds = ray.data.read_csv(args.input)
+    # Quoted fields may hold newlines (pandas reads them; pyarrow only when told).
+    ds = ray.data.read_csv(args.input, parse_options=pyarrow.csv.ParseOptions(newlines_in_values=True))
     ds = ds.random_shuffle(seed=SEED)
 
     def split_group(group: pd.DataFrame) -> pd.DataFrame:

@@ -14,6 +14,7 @@
 #   bench/run.sh [N=1000000]
 #   env: PREPD_BENCH_INPUT=file.csv  WORKERS=cores  SCALE=10 (0: skip)
 #        PEERS="course hf" ("" skips them)  PEER_VENV=~/.cache/prepd-bench-venv
+#        RESULTS=file.jsonl (keep the raw figures)
 set -euo pipefail
 rows="${1:-1000000}"
 workers="${WORKERS:-$(nproc)}"
@@ -24,7 +25,8 @@ source "$(dirname "$0")/lib.sh"
 work="$(mktemp -d "${TMPDIR:-/tmp}/prepd-bench.XXXXXX")"
 server=""
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
-results="$work/results.jsonl"
+results="${RESULTS:-$work/results.jsonl}"
+: > "$results"
 note() { echo "bench: $*" >&2; }
 
 input="${PREPD_BENCH_INPUT:-}"
@@ -93,8 +95,9 @@ if [ -n "$peers" ]; then
   for peer in $peers; do
     note "peer: $peer"
     "$venv/bin/python" "$here/bench/peers.py" measure "$peer" --input "$input" --vocab "$vocab" --cores "$workers" \
-      | python3 -c 'import json,sys; r=json.load(sys.stdin); names={"course":"course pipeline (pandas + Ray Data + BertTokenizer)","hf":"datasets.map + BertTokenizerFast"}
-print(json.dumps({"name": names[r["peer"]], "rows": r["rows"], "seconds": r["seconds"], "peak_rss_mb": round(r["peak_rss_mb"])}))' >> "$results"
+      > "$work/peer.json" || { note "peer $peer failed: left out of the table"; continue; }
+    python3 -c 'import json,sys; r=json.load(sys.stdin); names={"course":"course pipeline (pandas + Ray Data + BertTokenizer)","hf":"datasets.map + BertTokenizerFast"}
+print(json.dumps({"name": names[r["peer"]], "rows": r["rows"], "seconds": r["seconds"], "peak_rss_mb": round(r["peak_rss_mb"])}))' < "$work/peer.json" >> "$results"
   done
 fi
 
