@@ -4,6 +4,12 @@ use clap::{Parser, Subcommand};
 use prepd::config::ServeConfig;
 use tracing_subscriber::EnvFilter;
 
+/// Workers allocate and free many small strings and id vectors from several
+/// threads at once; glibc's allocator spent about a fifth of a job's CPU
+/// time on that (perf, 1M rows), mimalloc much less.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "prepd",

@@ -200,7 +200,8 @@ fn push_word_without_link(word: &str, index: usize, out: &mut String) {
     if index > 0 {
         out.push(' ');
     }
-    match word.find("http") {
+    // A byte scan: words are short, and `str::find` sets up a searcher per call.
+    match word.as_bytes().windows(4).position(|w| w == b"http") {
         Some(link_at) if link_at + 4 < word.len() => out.push_str(&word[..link_at]),
         _ => out.push_str(word),
     }

@@ -8,11 +8,13 @@
 
 use std::io::{BufRead, BufReader, Cursor, Read};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use polars::prelude::*;
 
-use super::compression::{DecompressionLimits, decompress};
+use sha2::{Digest, Sha256};
+
+use super::compression::{Compression, DecompressionLimits, decompress};
 use super::spec::{InputFormat, JobSpec};
 use crate::error::{Error, InputLocation, Result};
 
@@ -40,11 +42,11 @@ pub struct RowBatch {
 
 impl RowBatch {
     pub fn len(&self) -> usize {
-        self.texts.len()
+        self.labels.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.texts.is_empty()
+        self.labels.is_empty()
     }
 }
 
@@ -128,14 +130,69 @@ pub fn open(source: &dyn InputSource, spec: &JobSpec, read: ReadSettings) -> Res
 /// Opens `source` for one pass over its rows as chunks that any thread can
 /// parse: reading and cutting is sequential and cheap, parsing is not.
 pub fn open_chunks(source: &dyn InputSource, spec: &JobSpec, read: ReadSettings) -> Result<ChunkedInput> {
+    open_chunks_counting(source, spec, read, None)
+}
+
+/// The size and sha256 of a file's bytes as stored, taken as a pass reads them.
+#[derive(Default)]
+pub struct FileDigest {
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl FileDigest {
+    /// Bytes and hex sha256 of what was read; call once the pass has read to the end.
+    pub fn finish(self) -> (u64, String) {
+        (self.bytes, hex::encode(self.hasher.finalize()))
+    }
+}
+
+struct DigestingReader {
+    inner: Box<dyn Read + Send>,
+    digest: Arc<Mutex<FileDigest>>,
+}
+
+impl Read for DigestingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut digest = self.digest.lock().unwrap();
+        digest.hasher.update(&buf[..n]);
+        digest.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// As [`open_chunks`], hashing the stored bytes into `digest` on the way, so
+/// the first pass needs no read of its own for the checksum. Only for
+/// uncompressed CSV and JSON Lines, which are read to their last byte.
+pub fn open_chunks_counting(
+    source: &dyn InputSource,
+    spec: &JobSpec,
+    read: ReadSettings,
+    digest: Option<Arc<Mutex<FileDigest>>>,
+) -> Result<ChunkedInput> {
     let (format, compression) = InputFormat::resolve(spec.format, source.name())?;
-    let stream =
-        || -> Result<Box<dyn Read + Send>> { Ok(decompress(source.open()?, compression, read.decompression)?) };
+    let stored = || -> Result<Box<dyn Read + Send>> {
+        let inner = source.open()?;
+        Ok(match &digest {
+            Some(digest) => Box::new(DigestingReader { inner, digest: digest.clone() }),
+            None => inner,
+        })
+    };
+    let stream = || -> Result<Box<dyn Read + Send>> { Ok(decompress(stored()?, compression, read.decompression)?) };
+    if digest.is_some() && !digest_as_read(format, compression) {
+        return Err(Error::internal("a checksum taken while reading needs an uncompressed CSV or JSON Lines file"));
+    }
     match format {
         InputFormat::Csv => open_csv(stream()?, spec, read.batch_rows),
         InputFormat::Parquet => open_parquet(source.local_file()?, spec, read.batch_rows).map(ChunkedInput::parsed),
         InputFormat::Jsonl => open_jsonl(stream()?, spec, read.batch_rows).map(ChunkedInput::parsed),
     }
+}
+
+/// Whether a pass reads every stored byte of such a file, in order.
+pub fn digest_as_read(format: InputFormat, compression: Compression) -> bool {
+    format != InputFormat::Parquet && compression == Compression::None
 }
 
 /// Whole records of an input, not parsed yet. `index` numbers the chunks of
@@ -159,6 +216,8 @@ enum RawBody {
 #[derive(Clone)]
 pub struct ChunkParser {
     csv: Option<Arc<CsvLayout>>,
+    /// Leave the texts out (empty), for passes that only need labels and keys.
+    without_texts: bool,
 }
 
 struct CsvLayout {
@@ -167,6 +226,12 @@ struct CsvLayout {
 }
 
 impl ChunkParser {
+    /// A parser that leaves `texts` empty: CSV then skips building the text
+    /// columns, the bulk of a row.
+    pub fn without_texts(self) -> Self {
+        Self { without_texts: true, ..self }
+    }
+
     /// The chunk's rows, numbered from `first_position`.
     pub fn parse(&self, chunk: RawChunk, first_position: u64) -> Result<RowBatch> {
         match (chunk.body, &self.csv) {
@@ -175,7 +240,7 @@ impl ChunkParser {
                 Ok(batch)
             }
             (RawBody::Csv { bytes, records_before }, Some(layout)) => {
-                parse_csv_chunk(layout, bytes, records_before, first_position)
+                parse_csv_chunk(layout, bytes, records_before, first_position, self.without_texts)
             }
             (RawBody::Csv { .. }, None) => Err(Error::internal("a CSV chunk without a CSV layout")),
         }
@@ -197,7 +262,11 @@ impl ChunkedInput {
             .batches
             .enumerate()
             .map(|(index, batch)| batch.map(|batch| RawChunk { index, body: RawBody::Parsed(batch) }));
-        Self { columns: opened.columns, chunks: Box::new(chunks), parser: ChunkParser { csv: None } }
+        Self {
+            columns: opened.columns,
+            chunks: Box::new(chunks),
+            parser: ChunkParser { csv: None, without_texts: false },
+        }
     }
 
     /// Batches in order, parsed on the calling thread; the first error ends them.
@@ -427,39 +496,71 @@ fn open_csv(reader: Box<dyn Read + Send>, spec: &JobSpec, batch_rows: usize) -> 
             }
         }
     });
-    Ok(ChunkedInput { columns, chunks: Box::new(chunks), parser: ChunkParser { csv: Some(layout) } })
+    let parser = ChunkParser { csv: Some(layout), without_texts: false };
+    Ok(ChunkedInput { columns, chunks: Box::new(chunks), parser })
 }
 
-fn parse_csv_chunk(layout: &CsvLayout, chunk: Vec<u8>, records_before: u64, first_position: u64) -> Result<RowBatch> {
+fn parse_csv_chunk(
+    layout: &CsvLayout,
+    chunk: Vec<u8>,
+    records_before: u64,
+    first_position: u64,
+    without_texts: bool,
+) -> Result<RowBatch> {
     check_utf8(&chunk, records_before)?;
     let first_row = records_before.max(1);
+    let plan = &layout.plan;
+    let projection = without_texts.then(|| {
+        let wanted = std::iter::once(&plan.label).chain(plan.id.as_ref()).chain(plan.split_key.as_ref());
+        let mut indices: Vec<usize> = wanted.filter_map(|name| layout.schema.index_of(name)).collect();
+        // The id and the split key may be one column.
+        indices.sort_unstable();
+        indices.dedup();
+        Arc::new(indices)
+    });
     let frame = CsvReadOptions::default()
         .with_has_header(false)
         .with_schema(Some(layout.schema.clone()))
+        .with_projection(projection)
         .into_reader_with_file_handle(Cursor::new(chunk))
         .finish()
         .map_err(|e| {
             Error::bad_input(InputLocation::row(first_row), format!("malformed CSV at or after this row: {e}"))
         })?;
-    batch_from_frame(&frame, &layout.plan, first_position)
+    batch_from_frame(&frame, plan, first_position, without_texts)
 }
 
-fn string_column(frame: &DataFrame, name: &str, first_position: u64) -> Result<Vec<Option<String>>> {
+fn text_column(frame: &DataFrame, name: &str, first_position: u64) -> Result<Column> {
     let column = frame.column(name).map_err(|e| Error::bad_input(InputLocation::column(name), e.to_string()))?;
-    let as_text = column.cast(&DataType::String).map_err(|e| {
+    column.cast(&DataType::String).map_err(|e| {
         Error::bad_input(
             InputLocation::cell(first_position + 1, name),
             format!("cannot read {} as text: {e}", column.dtype()),
         )
-    })?;
-    let values = as_text.str().map_err(Error::internal)?;
+    })
+}
+
+fn string_column(frame: &DataFrame, name: &str, first_position: u64) -> Result<Vec<Option<String>>> {
+    let column = text_column(frame, name, first_position)?;
+    let values = column.str().map_err(Error::internal)?;
     Ok(values.iter().map(|v| v.map(str::to_owned)).collect())
 }
 
-fn batch_from_frame(frame: &DataFrame, plan: &ColumnPlan, first_position: u64) -> Result<RowBatch> {
-    let text_parts = plan.text.iter().map(|c| string_column(frame, c, first_position)).collect::<Result<Vec<_>>>()?;
-    let rows = frame.height();
-    let texts = (0..rows).map(|row| join_text(text_parts.iter().map(|part| part[row].as_deref()))).collect();
+/// The text columns joined row by row, straight from the frame's strings.
+fn joined_texts(frame: &DataFrame, plan: &ColumnPlan, first_position: u64) -> Result<Vec<String>> {
+    let columns = plan.text.iter().map(|c| text_column(frame, c, first_position)).collect::<Result<Vec<_>>>()?;
+    let strings = columns.iter().map(|c| c.str().map_err(Error::internal)).collect::<Result<Vec<_>>>()?;
+    let mut fields: Vec<_> = strings.iter().map(|s| s.iter()).collect();
+    Ok((0..frame.height()).map(|_| join_text(fields.iter_mut().map(|f| f.next().flatten()))).collect())
+}
+
+fn batch_from_frame(
+    frame: &DataFrame,
+    plan: &ColumnPlan,
+    first_position: u64,
+    without_texts: bool,
+) -> Result<RowBatch> {
+    let texts = if without_texts { Vec::new() } else { joined_texts(frame, plan, first_position)? };
     Ok(RowBatch {
         first_position,
         texts,
@@ -504,7 +605,7 @@ fn open_parquet(path: PathBuf, spec: &JobSpec, batch_rows: usize) -> Result<Open
             .with_slice(Some((first as usize, len as usize)))
             .finish()
             .map_err(|e| Error::bad_input(InputLocation::row(first + 1), format!("unreadable Parquet: {e}")))?;
-        batch_from_frame(&frame, &plan, first)
+        batch_from_frame(&frame, &plan, first, false)
     });
     Ok(OpenedInput { columns, batches: Box::new(batches) })
 }

@@ -12,11 +12,12 @@
 //! Synchronous and free of I/O other than the input files, the work
 //! directory and the artifact sink it is given.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::ScopedJoinHandle;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -25,7 +26,7 @@ use utoipa::ToSchema;
 
 use super::artifacts::*;
 use super::clean::{CleaningConfig, TextCleaner, default_stopwords};
-use super::ingest::{self, ChunkParser, InputSource, RawChunk, ReadSettings, RowBatch};
+use super::ingest::{self, ChunkParser, FileDigest, InputSource, RawChunk, ReadSettings, RowBatch};
 use super::partitions::{PartitionCounts, SplitSide, WorkDir};
 use super::preprocessor::{ClassToIndex, FittedPreprocessor};
 use super::pyunicode::UNICODE_VERSION;
@@ -204,9 +205,15 @@ fn scan_file(
     observer: &dyn JobObserver,
     tallies: &mut HashMap<String, ClassTally>,
 ) -> Result<FileFacts> {
-    let (format, _) = InputFormat::resolve(spec.format, file.source.name())?;
-    let (bytes, sha256) = checksum(file.source, observer)?;
-    let opened = ingest::open_chunks(file.source, spec, settings.read)?;
+    let (format, compression) = InputFormat::resolve(spec.format, file.source.name())?;
+    // The checksum is taken as the scan reads the file when it reads every
+    // stored byte; otherwise by a read of its own first.
+    let (digest, read_first) = if ingest::digest_as_read(format, compression) {
+        (Some(Arc::new(Mutex::new(FileDigest::default()))), None)
+    } else {
+        (None, Some(checksum(file.source, observer)?))
+    };
+    let opened = ingest::open_chunks_counting(file.source, spec, settings.read, digest.clone())?;
     let mut rows = 0u64;
     let mut row_bytes = 0u64;
     let mut null_label_rows = Vec::new();
@@ -249,6 +256,10 @@ fn scan_file(
         }
         Ok(())
     })?;
+    let (bytes, sha256) = match (read_first, digest) {
+        (Some(taken), _) => taken,
+        (None, digest) => digest.map(|d| std::mem::take(&mut *d.lock().unwrap())).unwrap_or_default().finish(),
+    };
     let input = InputFile { name: file.source.name().to_string(), format, bytes, sha256, rows };
     Ok(FileFacts { input, null_label_rows, skipped, id_column, row_bytes, chunk_rows })
 }
@@ -348,7 +359,8 @@ impl SplitPlan {
         pool.install(|| {
             files.par_iter().try_for_each(|file| -> Result<()> {
                 let opened = ingest::open_chunks(file.source, spec, settings.read).map_err(|e| file.locate(e))?;
-                let parser = &opened.parser;
+                // This pass needs labels and keys only.
+                let parser = &opened.parser.without_texts();
                 opened
                     .chunks
                     .par_bridge()
@@ -463,7 +475,7 @@ pub fn run(
 
     observer.stage(Stage::Write);
     check_cancel(observer)?;
-    let outcome = write(spec, scan, plan, preprocessor, &work, partitions, counts, sink)?;
+    let outcome = write(spec, scan, plan, preprocessor, &work, partitions, counts, sink, pool.current_num_threads())?;
     observer.stage(Stage::Done);
     Ok(outcome)
 }
@@ -681,6 +693,9 @@ fn encode_rows(
     Ok(part)
 }
 
+/// A Parquet part being encoded: its name, rows and encoder.
+type EncodingPart<'scope> = (String, u64, ScopedJoinHandle<'scope, Result<Vec<u8>>>);
+
 #[allow(clippy::too_many_arguments)]
 fn write(
     spec: &JobSpec,
@@ -691,6 +706,7 @@ fn write(
     partitions: Partitioning,
     counts: PartitionCounts,
     sink: &dyn ArtifactSink,
+    threads: usize,
 ) -> Result<JobOutcome> {
     let mut artifacts = Vec::new();
     let mut put = |name: &str, bytes: Vec<u8>, rows: Option<u64>| -> Result<()> {
@@ -700,24 +716,42 @@ fn write(
     let rows =
         RowCounts { input: scan.rows, skipped: scan.skipped, train: counts.train, validation: counts.validation };
     let mut tokens = TokenTally::default();
-    for (split, side) in [("train", SplitSide::Train), ("val", SplitSide::Validation)] {
-        let runs = (0..partitions.count()).map(|p| work.run_path(p, side)).collect();
-        let mut merged = read_in_order(runs, work.bucketing())?.peekable();
-        let mut part = Vec::with_capacity(spec.rows_per_part.min(1 << 16));
-        let mut n = 0;
-        // An empty split still gets one (empty) part, so readers find its schema.
-        while n == 0 || merged.peek().is_some() {
-            part.clear();
-            for row in merged.by_ref().take(spec.rows_per_part) {
-                let row = row?;
-                tokens.add(row.ids.len() as u64);
-                part.push(row);
+    // Parts are assembled in order on this thread and encoded as Parquet on
+    // up to `threads` threads of their own, then stored in order.
+    std::thread::scope(|scope| -> Result<()> {
+        let mut encoding: VecDeque<EncodingPart<'_>> = VecDeque::new();
+        let mut store_oldest = |encoding: &mut VecDeque<EncodingPart<'_>>| {
+            let Some((name, rows, handle)) = encoding.pop_front() else { return Ok(()) };
+            let bytes = handle.join().map_err(|_| Error::internal("a Parquet encoder panicked"))??;
+            put(&name, bytes, Some(rows))
+        };
+        for (split, side) in [("train", SplitSide::Train), ("val", SplitSide::Validation)] {
+            let runs = (0..partitions.count()).map(|p| work.run_path(p, side)).collect();
+            let mut merged = read_in_order(runs, work.bucketing())?.peekable();
+            let mut n = 0;
+            // An empty split still gets one (empty) part, so readers find its schema.
+            while n == 0 || merged.peek().is_some() {
+                let mut part = Vec::with_capacity(spec.rows_per_part.min(1 << 16));
+                for row in merged.by_ref().take(spec.rows_per_part) {
+                    let row = row?;
+                    tokens.add(row.ids.len() as u64);
+                    part.push(row);
+                }
+                if encoding.len() >= threads.max(1) {
+                    store_oldest(&mut encoding)?;
+                }
+                let rows = part.len() as u64;
+                let id_column = scan.id_column;
+                let handle = scope.spawn(move || parquet_part(&part, id_column));
+                encoding.push_back((format!("{split}/part-{n:05}.parquet"), rows, handle));
+                n += 1;
             }
-            let bytes = parquet_part(&part, scan.id_column)?;
-            put(&format!("{split}/part-{n:05}.parquet"), bytes, Some(part.len() as u64))?;
-            n += 1;
         }
-    }
+        while !encoding.is_empty() {
+            store_oldest(&mut encoding)?;
+        }
+        Ok(())
+    })?;
 
     let mut classes: BTreeMap<String, SplitCounts> = BTreeMap::new();
     let mut too_small = Vec::new();
