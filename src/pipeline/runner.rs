@@ -475,7 +475,8 @@ pub fn run(
 
     observer.stage(Stage::Write);
     check_cancel(observer)?;
-    let outcome = write(spec, scan, plan, preprocessor, &work, partitions, counts, sink, pool.current_num_threads())?;
+    let threads = pool.current_num_threads();
+    let outcome = pool.install(|| write(spec, scan, plan, preprocessor, &work, partitions, counts, sink, threads))?;
     observer.stage(Stage::Done);
     Ok(outcome)
 }

@@ -19,6 +19,8 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+
 use super::artifacts::ProcessedRow;
 use crate::error::{Error, Result};
 
@@ -125,21 +127,22 @@ impl RunIndex {
         Ok(Self { path, offsets })
     }
 
-    fn read_bucket(&self, bucket: usize, into: &mut Vec<ProcessedRow>, scratch: &mut Vec<u8>) -> Result<()> {
+    fn read_bucket(&self, bucket: usize) -> Result<Vec<ProcessedRow>> {
         let (start, end) = (self.offsets[bucket], self.offsets[bucket + 1]);
+        let mut rows = Vec::new();
         if start == end {
-            return Ok(());
+            return Ok(rows);
         }
         let mut file = File::open(&self.path)?;
         file.seek(SeekFrom::Start(start))?;
-        scratch.resize((end - start) as usize, 0);
-        file.read_exact(scratch)?;
-        let rows = zstd::stream::decode_all(scratch.as_slice()).map_err(Error::from)?;
-        let mut input = rows.as_slice();
+        let mut block = vec![0u8; (end - start) as usize];
+        file.read_exact(&mut block)?;
+        let encoded = zstd::stream::decode_all(block.as_slice()).map_err(Error::from)?;
+        let mut input = encoded.as_slice();
         while !input.is_empty() {
-            into.push(decode_row(&mut input)?);
+            rows.push(decode_row(&mut input)?);
         }
-        Ok(())
+        Ok(rows)
     }
 }
 
@@ -150,24 +153,27 @@ pub struct OrderedRows {
     bucket_count: usize,
     /// The current bucket, sorted descending so that rows pop off the end.
     current: Vec<ProcessedRow>,
-    scratch: Vec<u8>,
 }
 
 /// Reads `runs` (all written with `bucketing`) back in order.
 pub fn read_in_order(runs: Vec<PathBuf>, bucketing: Bucketing) -> Result<OrderedRows> {
     let runs = runs.into_iter().map(|path| RunIndex::read(path, bucketing)).collect::<Result<Vec<_>>>()?;
-    Ok(OrderedRows { runs, next_bucket: 0, bucket_count: bucketing.count(), current: Vec::new(), scratch: Vec::new() })
+    Ok(OrderedRows { runs, next_bucket: 0, bucket_count: bucketing.count(), current: Vec::new() })
 }
 
 impl OrderedRows {
+    /// Runs are read and decoded, and the bucket sorted, on the current
+    /// rayon pool: the write stage's own thread would otherwise do it alone.
     fn load_next_bucket(&mut self) -> Result<()> {
         let bucket = self.next_bucket;
         self.next_bucket += 1;
         self.current.clear();
-        for run in &self.runs {
-            run.read_bucket(bucket, &mut self.current, &mut self.scratch)?;
+        let from_runs: Vec<Result<Vec<ProcessedRow>>> =
+            self.runs.par_iter().map(|run| run.read_bucket(bucket)).collect();
+        for rows in from_runs {
+            self.current.extend(rows?);
         }
-        self.current.sort_unstable_by_key(|r| std::cmp::Reverse(r.order));
+        self.current.par_sort_unstable_by_key(|r| std::cmp::Reverse(r.order));
         Ok(())
     }
 }
