@@ -38,6 +38,9 @@ pub struct RowBatch {
     pub labels: Vec<Option<String>>,
     pub ids: Option<Vec<Option<String>>>,
     pub split_keys: Option<Vec<Option<String>>>,
+    /// Bytes of text in the rows; when the texts were left out, the bytes of
+    /// input they came from (a bound, for sizing what the rows will take).
+    pub text_bytes: u64,
 }
 
 impl RowBatch {
@@ -267,6 +270,11 @@ impl ChunkedInput {
             chunks: Box::new(chunks),
             parser: ChunkParser { csv: None, without_texts: false },
         }
+    }
+
+    /// The same chunks, parsed without their texts (see [`ChunkParser::without_texts`]).
+    pub fn without_texts(self) -> Self {
+        Self { parser: self.parser.without_texts(), ..self }
     }
 
     /// Batches in order, parsed on the calling thread; the first error ends them.
@@ -511,6 +519,7 @@ fn parse_csv_chunk(
     without_texts: bool,
 ) -> Result<RowBatch> {
     check_utf8(&chunk, records_before)?;
+    let chunk_bytes = chunk.len() as u64;
     let first_row = records_before.max(1);
     let plan = &layout.plan;
     let projection = without_texts.then(|| {
@@ -530,7 +539,11 @@ fn parse_csv_chunk(
         .map_err(|e| {
             Error::bad_input(InputLocation::row(first_row), format!("malformed CSV at or after this row: {e}"))
         })?;
-    batch_from_frame(&frame, plan, first_position, without_texts)
+    let mut batch = batch_from_frame(&frame, plan, first_position, without_texts)?;
+    if without_texts {
+        batch.text_bytes = chunk_bytes;
+    }
+    Ok(batch)
 }
 
 fn text_column(frame: &DataFrame, name: &str, first_position: u64) -> Result<Column> {
@@ -565,6 +578,7 @@ fn batch_from_frame(
 ) -> Result<RowBatch> {
     let texts = if without_texts { Vec::new() } else { joined_texts(frame, plan, first_position)? };
     Ok(RowBatch {
+        text_bytes: texts.iter().map(|t| t.len() as u64).sum(),
         first_position,
         texts,
         labels: string_column(frame, &plan.label, first_position)?,
@@ -694,7 +708,9 @@ fn open_jsonl(reader: Box<dyn Read + Send>, spec: &JobSpec, batch_rows: usize) -
                 }
             };
             let texts: Vec<Option<String>> = plan.text.iter().map(|c| json_field_text(object.get(c))).collect();
-            batch.texts.push(join_text(texts.iter().map(Option::as_deref)));
+            let text = join_text(texts.iter().map(Option::as_deref));
+            batch.text_bytes += text.len() as u64;
+            batch.texts.push(text);
             batch.labels.push(json_field_text(object.get(&plan.label)));
             if let (Some(ids), Some(c)) = (batch.ids.as_mut(), plan.id.as_ref()) {
                 ids.push(json_field_text(object.get(c)));

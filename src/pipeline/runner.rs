@@ -213,7 +213,8 @@ fn scan_file(
     } else {
         (None, Some(checksum(file.source, observer)?))
     };
-    let opened = ingest::open_chunks_counting(file.source, spec, settings.read, digest.clone())?;
+    // Texts are read by the process pass; this one needs labels and keys.
+    let opened = ingest::open_chunks_counting(file.source, spec, settings.read, digest.clone())?.without_texts();
     let mut rows = 0u64;
     let mut row_bytes = 0u64;
     let mut null_label_rows = Vec::new();
@@ -246,8 +247,9 @@ fn scan_file(
                 }
             };
             tally.add(membership_hash(spec.seed, file.row_key(&batch, i)));
-            row_bytes += ROW_OVERHEAD_BYTES + 2 * batch.texts[i].len() as u64;
+            row_bytes += ROW_OVERHEAD_BYTES;
         }
+        row_bytes += 2 * batch.text_bytes;
         if let Some(ids) = &batch.ids {
             let all_integers = ids.iter().flatten().all(|id| id.trim().parse::<i64>().is_ok());
             if !all_integers {
