@@ -13,12 +13,15 @@
 #
 #   bench/run.sh [N=1000000]
 #   env: PREPD_BENCH_INPUT=file.csv  WORKERS=cores  SCALE=10 (0: skip)
+#        REPEAT=3 (prepd's in-process stages and `prepd run` at N: the median
+#        of this many runs, the machine being shared and noisy)
 #        PEERS="course hf" ("" skips them)  PEER_VENV=~/.cache/prepd-bench-venv
 #        RESULTS=file.jsonl (keep the raw figures)
 set -euo pipefail
 rows="${1:-1000000}"
 workers="${WORKERS:-$(nproc)}"
 scale="${SCALE:-10}"
+repeat="${REPEAT:-3}"
 peers="${PEERS-course hf}"
 venv="${PEER_VENV:-$HOME/.cache/prepd-bench-venv}"
 source "$(dirname "$0")/lib.sh"
@@ -36,28 +39,47 @@ if [ -z "$input" ]; then
 fi
 input_bytes=$(stat -c %s "$input")
 
-note "stages alone and the tokenizer limit ($workers threads)"
-"$bin" bench-stages --input "$input" --tokenizer "$vocab" --workers "$workers" --json \
-  | python3 -c 'import json,sys
+note "stages alone and the tokenizer limit ($workers threads, median of $repeat)"
+for _ in $(seq "$repeat"); do
+  "$bin" bench-stages --input "$input" --tokenizer "$vocab" --workers "$workers" --json
+done | python3 -c 'import json, statistics, sys
+runs = {}
 for line in sys.stdin:
-    s = json.loads(line); print(json.dumps({"name": s["stage"], "rows": s["rows"], "seconds": s["seconds"], "note": s["note"]}))' >> "$results"
+    s = json.loads(line); runs.setdefault(s["stage"], []).append(s)
+for stage, all_runs in runs.items():
+    print(json.dumps({"name": stage, "rows": all_runs[0]["rows"], "seconds": statistics.median(r["seconds"] for r in all_runs),
+                      "note": all_runs[0]["note"]}))' >> "$results"
 
 # A whole job through `prepd run`: wall time and peak RSS from /usr/bin/time.
-job_run() { # name workers input
-  local name="$1" n="$2" file="$3"
-  note "prepd run: $name"
-  rm -rf "$work/out" "$work/data"
-  /usr/bin/time -f "%e %M" -o "$work/time" env PREPD_WORKERS="$n" PREPD_DATA_DIR="$work/data" \
-    "$bin" run --input "$file" --out "$work/out" --tokenizer "$vocab" 2> "$work/run.log"
-  read -r wall rss_kb < "$work/time"
-  local done_rows stages
-  done_rows=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["rows"]; print(r["train"]+r["validation"])' "$work/out/manifest.json")
-  stages=$(sed -n 's/^prepd: stages: //p' "$work/run.log")
-  printf '{"name": "%s", "rows": %s, "seconds": %s, "peak_rss_mb": %s, "input_bytes": %s, "note": "%s"}\n' \
-    "$name" "$done_rows" "$wall" "$((rss_kb / 1024))" "$(stat -c %s "$file")" "$stages" >> "$results"
+job_run() { # name workers input runs: the median wall time, the largest peak RSS
+  local name="$1" n="$2" file="$3" runs="${4:-1}" walls="" rss_max=0
+  note "prepd run: $name (median of $runs)"
+  for _ in $(seq "$runs"); do
+    rm -rf "$work/out" "$work/data"
+    /usr/bin/time -f "%e %M" -o "$work/time" env PREPD_WORKERS="$n" PREPD_DATA_DIR="$work/data" \
+      "$bin" run --input "$file" --out "$work/out" --tokenizer "$vocab" 2> "$work/run.log"
+    read -r wall rss_kb < "$work/time"
+    walls="$walls $wall"
+    [ "$rss_kb" -gt "$rss_max" ] && rss_max="$rss_kb"
+    sed -n 's/^prepd: stages: //p' "$work/run.log" >> "$work/stages.log"
+  done
+  python3 - "$name" "$work/out/manifest.json" "$rss_max" "$(stat -c %s "$file")" "$work/stages.log" $walls <<'PY' >> "$results"
+import json, statistics, sys
+name, manifest, rss_kb, input_bytes, stages_log, *walls = sys.argv[1:]
+rows = json.load(open(manifest))["rows"]
+walls = [float(w) for w in walls]
+stages = open(stages_log).read().splitlines()
+median = statistics.median(walls)
+note = stages[walls.index(sorted(walls)[len(walls) // 2])]
+if len(walls) > 1:
+    note += "; runs: " + ", ".join(f"{w:.2f} s" for w in walls)
+print(json.dumps({"name": name, "rows": rows["train"] + rows["validation"], "seconds": median,
+                  "peak_rss_mb": int(rss_kb) // 1024, "input_bytes": int(input_bytes), "note": note}))
+PY
+  rm -f "$work/stages.log"
 }
-job_run "prepd run" "$workers" "$input"
-[ "$workers" -gt 1 ] && job_run "prepd run, 1 worker" 1 "$input"
+job_run "prepd run" "$workers" "$input" "$repeat"
+[ "$workers" -gt 1 ] && job_run "prepd run, 1 worker" 1 "$input" "$repeat"
 
 if [ "$scale" -gt 0 ] && [ -z "${PREPD_BENCH_INPUT:-}" ]; then
   python3 "$here/bench/make_dataset.py" --rows "$((rows * scale))" --out "$work/scaled.csv" >&2
