@@ -281,6 +281,8 @@ async fn compressed_inputs_stream_within_caps() {
     let gz = gz.finish().unwrap();
     let zst = zstd::encode_all(std::io::Cursor::new(data::to_jsonl(&rows)), 3).unwrap();
 
+    let uploaded_sha = |bytes: &[u8]| (bytes.len() as u64, hex::encode(Sha256::digest(bytes)));
+    let (plain_sha, gz_sha) = (uploaded_sha(csv.as_bytes()), uploaded_sha(&gz));
     let plain = server.run_job("d.csv", csv.clone().into_bytes(), None, Some(data::vocab())).await;
     let gzipped = server.run_job("d.csv.gz", gz, None, Some(data::vocab())).await;
     let zstded = server.run_job("d.jsonl.zst", zst, None, Some(data::vocab())).await;
@@ -292,10 +294,17 @@ async fn compressed_inputs_stream_within_caps() {
         assert_eq!(server.artifact(gzipped["id"].as_str().unwrap(), name).await, expected, "{name}");
         assert_eq!(server.artifact(zstded["id"].as_str().unwrap(), name).await, expected, "{name}");
     }
-    // The manifest's checksum is the compressed input's, as uploaded.
-    let manifest: Value =
-        serde_json::from_slice(&server.artifact(gzipped["id"].as_str().unwrap(), "manifest.json").await).unwrap();
-    assert_eq!(manifest["input"]["files"][0]["name"], "d.csv.gz");
+    // The manifest's checksum is the input's as uploaded: the compressed
+    // bytes (read for the checksum alone), the plain ones (hashed as the scan reads).
+    for (job, name, (bytes, sha256)) in [(&gzipped, "d.csv.gz", gz_sha), (&plain, "d.csv", plain_sha)] {
+        let manifest: Value =
+            serde_json::from_slice(&server.artifact(job["id"].as_str().unwrap(), "manifest.json").await).unwrap();
+        let file = &manifest["input"]["files"][0];
+        assert_eq!(
+            (file["name"].as_str(), file["bytes"].as_u64(), file["sha256"].as_str()),
+            (Some(name), Some(bytes), Some(sha256.as_str()))
+        );
+    }
 
     // Past the cap on decompressed bytes: refused at upload, naming the limit.
     let big = data::to_csv(&data::course_rows(3000, 17));
