@@ -10,6 +10,18 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Transparent huge pages made the kernel zero 2 MiB at a time as the heap
+/// grew: 15% of a job's CPU (perf, 1M rows), and 10% more wall time than
+/// with them off for this process (the allocator's own `allow_thp=0` does
+/// the same). Best effort: an old kernel that refuses changes nothing else.
+#[cfg(target_os = "linux")]
+fn disable_transparent_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes integer arguments and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "prepd",
@@ -47,6 +59,8 @@ fn init_logging() {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    #[cfg(target_os = "linux")]
+    disable_transparent_huge_pages();
     let cli = Cli::parse();
     match cli.command {
         Command::Openapi => {
