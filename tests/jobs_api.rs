@@ -165,8 +165,17 @@ for split in ("train", "val"):
     assert all(len(i) == len(m) and set(m) <= {1} for i, m in zip(df["ids"], df["masks"]))
     print(split, len(df))
 "#;
-    let output =
-        std::process::Command::new(common::python::python()).arg("-c").arg(script).arg(dir.path()).output().unwrap();
+    let run =
+        || std::process::Command::new(common::python::python()).arg("-c").arg(script).arg(dir.path()).output().unwrap();
+    let mut output = run();
+    // pyarrow 26 has aborted (std::terminate, SIGABRT) on a few of many runs
+    // under load, in its first read, on the same bytes that read fine on
+    // every other run: one more try for a death by signal only. A wrong file
+    // fails the script's assertions (exit status 1) on every try.
+    if std::os::unix::process::ExitStatusExt::signal(&output.status).is_some() {
+        eprintln!("python died by a signal, once more: {}", String::from_utf8_lossy(&output.stderr));
+        output = run();
+    }
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let printed = String::from_utf8(output.stdout).unwrap();
     assert!(printed.contains(&format!("val {validation_total}")), "{printed}");
