@@ -348,3 +348,49 @@ async fn a_job_cut_off_by_a_kill_or_a_stop_resumes_and_ends_with_the_same_bytes(
         assert!(served.bytes().await.unwrap() == *bytes, "{name} differs from an uninterrupted run");
     }
 }
+
+/// `prepd bench-stages` times every stage on the file and finds the
+/// specialised WordPiece equal to the `tokenizers` crate on every row; `prepd
+/// run` says where its time went.
+#[test]
+fn bench_stages_and_stage_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("d.csv");
+    std::fs::write(&csv, data::to_csv(&data::course_rows(1500, 23))).unwrap();
+    let vocab = dir.path().join("vocab.txt");
+    std::fs::write(&vocab, data::vocab()).unwrap();
+    let output = Command::new(PREPD)
+        .args(["bench-stages", "--json", "--workers", "2", "--batch-rows", "100"])
+        .arg("--input")
+        .arg(&csv)
+        .arg("--tokenizer")
+        .arg(&vocab)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let figures: Vec<Value> =
+        String::from_utf8(output.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let stages: Vec<&str> = figures.iter().map(|f| f["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["read", "split", "clean", "tokenize", "tokenizer_limit", "write"]);
+    for figure in &figures {
+        assert_eq!(figure["rows"], 1500, "{figure}");
+        assert!(figure["rows_per_second"].as_f64().unwrap() > 0.0, "{figure}");
+    }
+    let limit = &figures[4]["note"];
+    assert!(limit.as_str().unwrap().ends_with("ids differ from prepd's on 0 rows"), "{limit}");
+    assert!(figures[3]["note"].as_str().unwrap().starts_with("clean-text WordPiece"), "{}", figures[3]);
+
+    let run = Command::new(PREPD)
+        .args(["run", "--input"])
+        .arg(&csv)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .arg("--tokenizer")
+        .arg(&vocab)
+        .env("PREPD_DATA_DIR", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("prepd: stages: ingest ") && stderr.contains(", write "), "{stderr}");
+}
