@@ -193,11 +193,7 @@ pub fn run(args: &BenchArgs) -> Result<Vec<StageFigure>> {
             })
         })
         .collect();
-    let id_column = match ids.is_empty() {
-        true => IdColumn::Absent,
-        false if ids.iter().flatten().all(|id| id.trim().parse::<i64>().is_ok()) => IdColumn::Integer,
-        false => IdColumn::Text,
-    };
+    let id_column = if ids.is_empty() { IdColumn::Absent } else { IdColumn::of_ids(&ids) };
     let started = Instant::now();
     processed.sort_unstable_by_key(|r| r.order);
     let mut written = 0u64;

@@ -200,6 +200,14 @@ pub enum IdColumn {
     Absent,
 }
 
+impl IdColumn {
+    /// Integers when every present id reads as one, else text.
+    pub fn of_ids(ids: &[Option<String>]) -> Self {
+        let all_integers = ids.iter().flatten().all(|id| id.trim().parse::<i64>().is_ok());
+        if all_integers { IdColumn::Integer } else { IdColumn::Text }
+    }
+}
+
 /// One Parquet part: `id`, `text`, `ids` (list<int32>), `masks` (list<int8>), `targets` (int64).
 pub fn parquet_part(rows: &[ProcessedRow], id_column: IdColumn) -> Result<Vec<u8>> {
     let tokens: usize = rows.iter().map(|r| r.ids.len()).sum();

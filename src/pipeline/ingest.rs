@@ -15,6 +15,7 @@ use polars::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::compression::{Compression, DecompressionLimits, decompress};
+use super::in_order::map_in_order;
 use super::spec::{InputFormat, JobSpec};
 use crate::error::{Error, InputLocation, Result};
 
@@ -305,34 +306,20 @@ impl ChunkedInput {
         threads: usize,
         mut consume: impl FnMut(RowBatch) -> Result<()>,
     ) -> Result<Vec<u64>> {
-        let Self { mut chunks, parser, .. } = self;
+        let Self { chunks, parser, .. } = self;
         let mut chunk_rows = Vec::new();
-        std::thread::scope(|scope| -> Result<()> {
-            let mut in_flight = std::collections::VecDeque::new();
-            let mut exhausted = false;
-            loop {
-                while !exhausted && in_flight.len() < threads.max(1) {
-                    match chunks.next() {
-                        Some(Ok(chunk)) => {
-                            let parser = parser.clone();
-                            in_flight.push_back(Ok(scope.spawn(move || parser.parse(chunk, 0))));
-                        }
-                        Some(Err(e)) => {
-                            in_flight.push_back(Err(e));
-                            exhausted = true;
-                        }
-                        None => exhausted = true,
-                    }
-                }
-                let Some(next) = in_flight.pop_front() else { return Ok(()) };
-                let parsed = next?.join().map_err(|_| Error::internal("a parser thread panicked"))?;
-                let mut batch = parsed?;
-                let first_position: u64 = chunk_rows.iter().sum();
-                batch.first_position = first_position;
+        let mut next_position = 0u64;
+        map_in_order(
+            chunks,
+            threads,
+            |chunk| parser.parse(chunk, 0),
+            |mut batch| {
+                batch.first_position = next_position;
+                next_position += batch.len() as u64;
                 chunk_rows.push(batch.len() as u64);
-                consume(batch)?;
-            }
-        })?;
+                consume(batch)
+            },
+        )?;
         Ok(chunk_rows)
     }
 }

@@ -5,6 +5,7 @@ pub mod artifacts;
 pub mod clean;
 pub mod clean_text_wordpiece;
 pub mod compression;
+pub mod in_order;
 pub mod ingest;
 pub mod partitions;
 pub mod preprocessor;

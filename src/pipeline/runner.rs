@@ -12,12 +12,11 @@
 //! Synchronous and free of I/O other than the input files, the work
 //! directory and the artifact sink it is given.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::ScopedJoinHandle;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -26,6 +25,7 @@ use utoipa::ToSchema;
 
 use super::artifacts::*;
 use super::clean::{CleaningConfig, TextCleaner, default_stopwords};
+use super::in_order::map_in_order;
 use super::ingest::{self, ChunkParser, FileDigest, InputSource, RawChunk, ReadSettings, RowBatch};
 use super::partitions::{PartitionCounts, SplitSide, WorkDir};
 use super::preprocessor::{ClassToIndex, FittedPreprocessor};
@@ -198,6 +198,14 @@ struct FileFacts {
     chunk_rows: Vec<u64>,
 }
 
+/// How a file's size and sha256 are taken.
+enum Checksum {
+    /// By a read of their own, before the scan.
+    ReadFirst((u64, String)),
+    /// As the scan reads the file.
+    AsRead(Arc<Mutex<FileDigest>>),
+}
+
 fn scan_file(
     spec: &JobSpec,
     file: &FileRef<'_>,
@@ -208,13 +216,17 @@ fn scan_file(
     let (format, compression) = InputFormat::resolve(spec.format, file.source.name())?;
     // The checksum is taken as the scan reads the file when it reads every
     // stored byte; otherwise by a read of its own first.
-    let (digest, read_first) = if ingest::digest_as_read(format, compression) {
-        (Some(Arc::new(Mutex::new(FileDigest::default()))), None)
+    let file_checksum = if ingest::digest_as_read(format, compression) {
+        Checksum::AsRead(Arc::default())
     } else {
-        (None, Some(checksum(file.source, observer)?))
+        Checksum::ReadFirst(checksum(file.source, observer)?)
+    };
+    let digest = match &file_checksum {
+        Checksum::AsRead(digest) => Some(digest.clone()),
+        Checksum::ReadFirst(_) => None,
     };
     // Texts are read by the process pass; this one needs labels and keys.
-    let opened = ingest::open_chunks_counting(file.source, spec, settings.read, digest.clone())?.without_texts();
+    let opened = ingest::open_chunks_counting(file.source, spec, settings.read, digest)?.without_texts();
     let mut rows = 0u64;
     let mut row_bytes = 0u64;
     let mut null_label_rows = Vec::new();
@@ -251,16 +263,13 @@ fn scan_file(
         }
         row_bytes += 2 * batch.text_bytes;
         if let Some(ids) = &batch.ids {
-            let all_integers = ids.iter().flatten().all(|id| id.trim().parse::<i64>().is_ok());
-            if !all_integers {
-                id_column = IdColumn::Text;
-            }
+            id_column = id_column.max(IdColumn::of_ids(ids));
         }
         Ok(())
     })?;
-    let (bytes, sha256) = match (read_first, digest) {
-        (Some(taken), _) => taken,
-        (None, digest) => digest.map(|d| std::mem::take(&mut *d.lock().unwrap())).unwrap_or_default().finish(),
+    let (bytes, sha256) = match file_checksum {
+        Checksum::ReadFirst(taken) => taken,
+        Checksum::AsRead(digest) => std::mem::take(&mut *digest.lock().unwrap()).finish(),
     };
     let input = InputFile { name: file.source.name().to_string(), format, bytes, sha256, rows };
     Ok(FileFacts { input, null_label_rows, skipped, id_column, row_bytes, chunk_rows })
@@ -696,9 +705,6 @@ fn encode_rows(
     Ok(part)
 }
 
-/// A Parquet part being encoded: its name, rows and encoder.
-type EncodingPart<'scope> = (String, u64, ScopedJoinHandle<'scope, Result<Vec<u8>>>);
-
 #[allow(clippy::too_many_arguments)]
 fn write(
     spec: &JobSpec,
@@ -719,42 +725,34 @@ fn write(
     let rows =
         RowCounts { input: scan.rows, skipped: scan.skipped, train: counts.train, validation: counts.validation };
     let mut tokens = TokenTally::default();
-    // Parts are assembled in order on this thread and encoded as Parquet on
-    // up to `threads` threads of their own, then stored in order.
-    std::thread::scope(|scope| -> Result<()> {
-        let mut encoding: VecDeque<EncodingPart<'_>> = VecDeque::new();
-        let mut store_oldest = |encoding: &mut VecDeque<EncodingPart<'_>>| {
-            let Some((name, rows, handle)) = encoding.pop_front() else { return Ok(()) };
-            let bytes = handle.join().map_err(|_| Error::internal("a Parquet encoder panicked"))??;
-            put(&name, bytes, Some(rows))
-        };
-        for (split, side) in [("train", SplitSide::Train), ("val", SplitSide::Validation)] {
-            let runs = (0..partitions.count()).map(|p| work.run_path(p, side)).collect();
-            let mut merged = read_in_order(runs, work.bucketing())?.peekable();
-            let mut n = 0;
+    // Shards are cut in order on this thread and encoded as Parquet on up to
+    // `threads` threads of their own, then stored in order.
+    let id_column = scan.id_column;
+    for (split, side) in [("train", SplitSide::Train), ("val", SplitSide::Validation)] {
+        let runs = (0..partitions.count()).map(|p| work.run_path(p, side)).collect();
+        let mut merged = read_in_order(runs, work.bucketing())?.peekable();
+        let mut n = 0;
+        let shards = std::iter::from_fn(|| {
             // An empty split still gets one (empty) part, so readers find its schema.
-            while n == 0 || merged.peek().is_some() {
-                let mut part = Vec::with_capacity(spec.rows_per_part.min(1 << 16));
-                for row in merged.by_ref().take(spec.rows_per_part) {
-                    let row = row?;
-                    tokens.add(row.ids.len() as u64);
-                    part.push(row);
-                }
-                if encoding.len() >= threads.max(1) {
-                    store_oldest(&mut encoding)?;
-                }
-                let rows = part.len() as u64;
-                let id_column = scan.id_column;
-                let handle = scope.spawn(move || parquet_part(&part, id_column));
-                encoding.push_back((format!("{split}/part-{n:05}.parquet"), rows, handle));
-                n += 1;
+            if n > 0 && merged.peek().is_none() {
+                return None;
             }
-        }
-        while !encoding.is_empty() {
-            store_oldest(&mut encoding)?;
-        }
-        Ok(())
-    })?;
+            let name = format!("{split}/part-{n:05}.parquet");
+            n += 1;
+            let rows = merged.by_ref().take(spec.rows_per_part).map(|row| {
+                let row = row?;
+                tokens.add(row.ids.len() as u64);
+                Ok(row)
+            });
+            Some(rows.collect::<Result<Vec<_>>>().map(|rows| (name, rows)))
+        });
+        map_in_order(
+            shards,
+            threads,
+            |(name, rows)| Ok((name, rows.len() as u64, parquet_part(&rows, id_column)?)),
+            |(name, rows, bytes)| put(&name, bytes, Some(rows)),
+        )?;
+    }
 
     let mut classes: BTreeMap<String, SplitCounts> = BTreeMap::new();
     let mut too_small = Vec::new();
