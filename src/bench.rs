@@ -60,6 +60,10 @@ impl InputSource for LocalFile {
     fn local_file(&self) -> Result<PathBuf> {
         Ok(self.path.clone())
     }
+
+    fn file_on_disk(&self) -> Option<PathBuf> {
+        Some(self.path.clone())
+    }
 }
 
 #[derive(Debug, Serialize)]

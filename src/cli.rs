@@ -40,16 +40,34 @@ pub struct RunArgs {
 
 struct ProgressObserver {
     bar: ProgressBar,
-    /// When each stage began, for the summary printed at the end.
-    stages: std::sync::Mutex<Vec<(String, Instant)>>,
+    /// When each stage began (and the process's CPU time then), for the
+    /// summary printed at the end.
+    stages: std::sync::Mutex<Vec<(String, Instant, f64)>>,
+}
+
+/// Seconds of CPU (user and system) the process has used so far: beside a
+/// stage's wall time it shows how many cores the stage kept busy.
+fn process_cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given and reads nothing else.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
+        return 0.0;
+    }
+    // SAFETY: initialised by the successful call above (and zeroed before).
+    let usage = unsafe { usage.assume_init() };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 impl ProgressObserver {
-    /// "ingest 1.20 s, split 0.80 s, ...": where the run's time went.
+    /// "ingest 1.20 s (2.31 cpu-s), split 0.80 s (...), ...": where the
+    /// run's time went, and how much of the cores each stage used.
     fn stage_times(&self) -> String {
         let stages = self.stages.lock().unwrap();
-        let took = |(i, (name, began)): (usize, &(String, Instant))| {
-            stages.get(i + 1).map(|(_, ended)| format!("{name} {:.2} s", (*ended - *began).as_secs_f64()))
+        let took = |(i, (name, began, cpu_began)): (usize, &(String, Instant, f64))| {
+            stages.get(i + 1).map(|(_, ended, cpu_ended)| {
+                format!("{name} {:.2} s ({:.2} cpu-s)", (*ended - *began).as_secs_f64(), cpu_ended - cpu_began)
+            })
         };
         stages.iter().enumerate().filter_map(took).collect::<Vec<_>>().join(", ")
     }
@@ -58,7 +76,7 @@ impl ProgressObserver {
 impl JobObserver for ProgressObserver {
     fn stage(&self, stage: Stage) {
         let name = serde_json::to_value(stage).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-        self.stages.lock().unwrap().push((name.clone(), Instant::now()));
+        self.stages.lock().unwrap().push((name.clone(), Instant::now(), process_cpu_seconds()));
         self.bar.set_message(name);
     }
 

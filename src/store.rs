@@ -265,6 +265,10 @@ impl InputSource for StoreInput {
         Ok(Box::new(SyncIoBridge::new_with_handle(reader, self.runtime.clone())))
     }
 
+    fn file_on_disk(&self) -> Option<PathBuf> {
+        self.local_file.clone()
+    }
+
     /// Formats read by random access (Parquet) need a file: the store's own
     /// for a local store, else a copy in the scratch directory.
     fn local_file(&self) -> Result<PathBuf> {

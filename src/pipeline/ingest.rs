@@ -7,9 +7,11 @@
 //! slices; JSON Lines line by line.
 
 use std::io::{BufRead, BufReader, Cursor, Read};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use memmap2::Mmap;
 use polars::prelude::*;
 
 use sha2::{Digest, Sha256};
@@ -26,6 +28,11 @@ pub trait InputSource: Send + Sync {
     fn open(&self) -> Result<Box<dyn Read + Send>>;
     /// A local file holding the input, for formats read by random access.
     fn local_file(&self) -> Result<PathBuf>;
+    /// The input's own file when it already is one on local disk: plain
+    /// CSV is then mapped instead of read (see [`MappedCsv`]).
+    fn file_on_disk(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// Rows `first_position..first_position + len()` of the input, reduced to
@@ -188,7 +195,13 @@ pub fn open_chunks_counting(
         return Err(Error::internal("a checksum taken while reading needs an uncompressed CSV or JSON Lines file"));
     }
     match format {
-        InputFormat::Csv => open_csv(stream()?, spec, read.batch_rows),
+        InputFormat::Csv if compression == Compression::None && source.file_on_disk().is_some() => {
+            let path = source.file_on_disk().unwrap_or_default();
+            open_csv(CsvCutter::Mapped(MappedCsv::open(&path, CSV_CHUNK_BYTES, digest)?), spec, read.batch_rows)
+        }
+        InputFormat::Csv => {
+            open_csv(CsvCutter::Read(CsvRecordChunker::new(stream()?, CSV_CHUNK_BYTES)), spec, read.batch_rows)
+        }
         InputFormat::Parquet => open_parquet(source.local_file()?, spec, read.batch_rows).map(ChunkedInput::parsed),
         InputFormat::Jsonl => open_jsonl(stream()?, spec, read.batch_rows).map(ChunkedInput::parsed),
     }
@@ -209,7 +222,7 @@ pub struct RawChunk {
 
 enum RawBody {
     Csv {
-        bytes: Vec<u8>,
+        bytes: ChunkBytes,
         records_before: u64,
     },
     /// Formats whose reader yields rows directly.
@@ -427,6 +440,118 @@ impl<R: Read> CsvRecordChunker<R> {
     }
 }
 
+/// A chunk's bytes: copied out of a stream, or a slice of a mapped file.
+enum ChunkBytes {
+    Read(Vec<u8>),
+    Mapped { file: Arc<Mmap>, range: Range<usize> },
+}
+
+impl AsRef<[u8]> for ChunkBytes {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            ChunkBytes::Read(bytes) => bytes,
+            ChunkBytes::Mapped { file, range } => &file[range.clone()],
+        }
+    }
+}
+
+/// Cuts a plain CSV file on local disk into runs of whole records without
+/// reading it: the file is mapped, and a chunk is a slice of the mapping
+/// that polars parses in place. Reading would copy every byte twice more
+/// (kernel to buffer, buffer to chunk) on each of a job's passes.
+///
+/// The same records as [`CsvRecordChunker`] (quotes by parity), though not
+/// cut at the same places: a file is always read the same way on every pass
+/// of a job. The file must not shrink while a job reads it (the process
+/// would take a bus error); prepd's own store never rewrites a dataset.
+struct MappedCsv {
+    file: Arc<Mmap>,
+    /// Where the next chunk starts.
+    at: usize,
+    /// Records (header included) before `at`.
+    records_before: u64,
+    target_bytes: usize,
+    /// Takes in every byte as chunks are cut, in order.
+    digest: Option<Arc<Mutex<FileDigest>>>,
+}
+
+impl MappedCsv {
+    fn open(path: &std::path::Path, target_bytes: usize, digest: Option<Arc<Mutex<FileDigest>>>) -> Result<Self> {
+        let file = std::fs::File::open(path)?;
+        // SAFETY: the mapping is only read, and prepd does not write its
+        // inputs; a file truncated by another process meanwhile is outside
+        // what a job supports (see above).
+        let map = unsafe { Mmap::map(&file)? };
+        // The chunks are read front to back, once per pass.
+        let _ = map.advise(memmap2::Advice::Sequential);
+        Ok(Self { file: Arc::new(map), at: 0, records_before: 0, target_bytes, digest })
+    }
+
+    fn take(&mut self, end: usize, records: u64) -> (ChunkBytes, u64) {
+        let range = self.at..end;
+        if let Some(digest) = &self.digest {
+            let mut digest = digest.lock().unwrap();
+            digest.hasher.update(&self.file[range.clone()]);
+            digest.bytes += range.len() as u64;
+        }
+        let first = self.records_before;
+        self.records_before += records;
+        self.at = end;
+        (ChunkBytes::Mapped { file: self.file.clone(), range }, first)
+    }
+
+    /// As [`CsvRecordChunker::next_chunk`].
+    fn next_chunk(&mut self, max_records: usize) -> Result<Option<(ChunkBytes, u64)>> {
+        let bytes = &self.file[..];
+        let start = self.at;
+        let mut in_quotes = false;
+        let mut records = 0;
+        let mut end = start;
+        for offset in memchr::memchr2_iter(b'"', b'\n', &bytes[start..]) {
+            let at = start + offset;
+            if bytes[at] == b'"' {
+                in_quotes = !in_quotes;
+            } else if !in_quotes {
+                records += 1;
+                end = at + 1;
+                if records == max_records || end - start >= self.target_bytes {
+                    break;
+                }
+            }
+        }
+        if records > 0 {
+            return Ok(Some(self.take(end, records as u64)));
+        }
+        if in_quotes {
+            let row = self.records_before.max(1);
+            return Err(Error::bad_input(InputLocation::row(row), "unterminated quoted field"));
+        }
+        if bytes[start..].iter().all(|b| b.is_ascii_whitespace()) {
+            self.take(bytes.len(), 0);
+            return Ok(None);
+        }
+        // A last record without a final newline.
+        Ok(Some(self.take(bytes.len(), 1)))
+    }
+}
+
+/// How a CSV input is cut into chunks.
+enum CsvCutter {
+    Read(CsvRecordChunker<Box<dyn Read + Send>>),
+    Mapped(MappedCsv),
+}
+
+impl CsvCutter {
+    fn next_chunk(&mut self, max_records: usize) -> Result<Option<(ChunkBytes, u64)>> {
+        match self {
+            CsvCutter::Read(chunker) => {
+                Ok(chunker.next_chunk(max_records)?.map(|(bytes, first)| (ChunkBytes::Read(bytes), first)))
+            }
+            CsvCutter::Mapped(mapped) => mapped.next_chunk(max_records),
+        }
+    }
+}
+
 fn read_fully(reader: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
@@ -459,13 +584,13 @@ fn check_utf8(chunk: &[u8], records_before: u64) -> Result<()> {
     Ok(())
 }
 
-fn open_csv(reader: Box<dyn Read + Send>, spec: &JobSpec, batch_rows: usize) -> Result<ChunkedInput> {
-    let mut chunker = CsvRecordChunker::new(reader, CSV_CHUNK_BYTES);
+fn open_csv(mut chunker: CsvCutter, spec: &JobSpec, batch_rows: usize) -> Result<ChunkedInput> {
     let Some((header, _)) = chunker.next_chunk(1)? else {
         return Err(Error::bad_input(InputLocation::default(), "the file is empty"));
     };
-    check_utf8(&header, 0)?;
-    let header = header.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(&header).to_vec();
+    let header = header.as_ref();
+    check_utf8(header, 0)?;
+    let header = header.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(header).to_vec();
     let header_frame = CsvReadOptions::default()
         .with_has_header(true)
         .with_infer_schema_length(Some(0))
@@ -500,13 +625,13 @@ fn open_csv(reader: Box<dyn Read + Send>, spec: &JobSpec, batch_rows: usize) -> 
 
 fn parse_csv_chunk(
     layout: &CsvLayout,
-    chunk: Vec<u8>,
+    chunk: ChunkBytes,
     records_before: u64,
     first_position: u64,
     without_texts: bool,
 ) -> Result<RowBatch> {
-    check_utf8(&chunk, records_before)?;
-    let chunk_bytes = chunk.len() as u64;
+    check_utf8(chunk.as_ref(), records_before)?;
+    let chunk_bytes = chunk.as_ref().len() as u64;
     let first_row = records_before.max(1);
     let plan = &layout.plan;
     let projection = without_texts.then(|| {
@@ -790,6 +915,87 @@ mod tests {
         let bad = data.clone() + "501,a,\"open,x\n";
         let err = read_in_parallel(&bad, 7, 4).unwrap_err();
         assert!(matches!(err, Error::BadInput { location: InputLocation { row: Some(501), .. }, .. }), "{err:?}");
+    }
+
+    /// The same bytes as a file on disk, which CSV reads by mapping it.
+    struct OnDisk(tempfile::TempPath);
+
+    impl OnDisk {
+        fn new(data: &[u8]) -> Self {
+            let file = tempfile::Builder::new().suffix(".csv").tempfile().unwrap();
+            std::fs::write(file.path(), data).unwrap();
+            Self(file.into_temp_path())
+        }
+    }
+
+    impl InputSource for OnDisk {
+        fn name(&self) -> &str {
+            "d.csv"
+        }
+        fn open(&self) -> Result<Box<dyn Read + Send>> {
+            Ok(Box::new(std::fs::File::open(&self.0)?))
+        }
+        fn local_file(&self) -> Result<PathBuf> {
+            Ok(self.0.to_path_buf())
+        }
+        fn file_on_disk(&self) -> Option<PathBuf> {
+            Some(self.0.to_path_buf())
+        }
+    }
+
+    /// Rows (position, text, label) of a whole pass, the checksum taken on
+    /// the way, or the pass's error.
+    type Pass = Result<(Vec<(u64, String, Option<String>)>, (u64, String))>;
+
+    fn pass(source: &dyn InputSource, batch_rows: usize) -> Pass {
+        let digest = Arc::new(Mutex::new(FileDigest::default()));
+        let read = ReadSettings::new(batch_rows, DecompressionLimits::default());
+        let opened = open_chunks_counting(source, &JobSpec::default(), read, Some(digest.clone()))?;
+        let mut rows = Vec::new();
+        opened.for_each_in_order(2, |batch| {
+            for (i, (text, label)) in batch.texts.iter().zip(&batch.labels).enumerate() {
+                rows.push((batch.first_position + i as u64, text.clone(), label.clone()));
+            }
+            Ok(())
+        })?;
+        let digest = std::mem::take(&mut *digest.lock().unwrap()).finish();
+        Ok((rows, digest))
+    }
+
+    #[test]
+    fn a_mapped_file_reads_as_the_stream_of_its_bytes_does() {
+        let mut many = String::from("id,title,description,tag\n");
+        for row in 0..300 {
+            many.push_str(&format!("{row},t{row},\"line\n{row}, \"\"q\"\"\",c{}\n", row % 3));
+        }
+        let inputs = [
+            CSV.to_string(),
+            many,
+            format!("\u{feff}{CSV}"),
+            CSV.trim_end().to_string(),
+            format!("{CSV}\n \n"),
+            CSV.replace('\n', "\r\n"),
+            "id,title,description,tag\n".to_string(),
+            "id,title,description,tag\n1,a,\"open,x\n".to_string(),
+            format!("{CSV}9,a,\"open,x\n"),
+            String::new(),
+        ];
+        for data in &inputs {
+            let streamed = Bytes(data.as_bytes().to_vec(), "d.csv");
+            let mapped = OnDisk::new(data.as_bytes());
+            for batch_rows in [1, 2, 7, 100] {
+                let (a, b) = (pass(&streamed, batch_rows), pass(&mapped, batch_rows));
+                match (&a, &b) {
+                    (Ok(a), Ok(b)) => {
+                        assert_eq!(a, b, "{data:?} at {batch_rows} rows a batch");
+                        assert_eq!(b.1.0, data.len() as u64);
+                        assert_eq!(b.1.1, hex::encode(Sha256::digest(data.as_bytes())));
+                    }
+                    (Err(a), Err(b)) => assert_eq!(format!("{a:?}"), format!("{b:?}"), "{data:?}"),
+                    _ => panic!("{data:?} at {batch_rows}: streamed {a:?}, mapped {b:?}"),
+                }
+            }
+        }
     }
 
     #[test]
