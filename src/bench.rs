@@ -190,6 +190,7 @@ pub fn run(args: &BenchArgs) -> Result<Vec<StageFigure>> {
             let target = *class_index.get(labels[row].as_deref()?)?;
             Some(ProcessedRow {
                 order: (order_hash(spec.seed, key(row)), row as u64),
+                split_hash: 0,
                 id: ids.get(row).cloned().flatten(),
                 text,
                 ids: token_ids,

@@ -183,6 +183,9 @@ pub fn to_json_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>> {
 pub struct ProcessedRow {
     /// Sort key within the split: `(order hash, position)`.
     pub order: (u64, u64),
+    /// The row's membership hash: with its position, which side of the
+    /// split it is on (decided once every row has been offered).
+    pub split_hash: u64,
     pub id: Option<String>,
     pub text: String,
     pub ids: Vec<u32>,

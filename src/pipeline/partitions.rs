@@ -4,22 +4,23 @@
 //!
 //! A partition is a fixed range of input rows (`partition_rows` of them, by
 //! position across the dataset's files). Once all its rows are cleaned and
-//! tokenized, its train and validation rows are written as two sorted runs,
-//! then a `.done` file with its counts: a partition is finished exactly when
-//! its `.done` file exists. Everything is written beside and renamed into
-//! place, so a crash leaves no half-written file that looks whole.
+//! tokenized, they are written as one sorted run (train and validation
+//! rows together: the split is decided once every partition is done), then
+//! a `.done` file with its counts and what it offered to the split's
+//! boundaries: a partition is finished exactly when its `.done` file
+//! exists. Everything is written beside and renamed into place, so a crash
+//! leaves no half-written file that looks whole.
 //!
 //! ```text
 //! {work_dir}/fingerprint            what the partitions were computed for
-//! {work_dir}/partitions/p00000012.train.run
-//! {work_dir}/partitions/p00000012.val.run
-//! {work_dir}/partitions/p00000012.done    counts (JSON), written last
+//! {work_dir}/partitions/p00000012.run
+//! {work_dir}/partitions/p00000012.done    summary (JSON), written last
 //! ```
 //!
 //! The fingerprint covers everything a partition's bytes depend on (input
 //! checksum, spec, fitted preprocessor, partition size, buckets, prepd
-//! version); a work directory left by another computation is emptied, never
-//! reused.
+//! version, the work directory's format); a work directory left by another
+//! computation is emptied, never reused.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,43 +29,36 @@ use serde::{Deserialize, Serialize};
 
 use super::artifacts::ProcessedRow;
 use super::sorted_runs::{Bucketing, write_run};
+use super::split::Boundary;
 use crate::error::{Error, Result};
 
-/// What a finished partition holds.
+/// Changes whenever what a work directory holds is laid out differently, so
+/// that a directory left by an older prepd is started over, not misread.
+pub const WORK_FORMAT: u32 = 2;
+
+/// What a finished partition's rows came to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionCounts {
-    pub train: u64,
-    pub validation: u64,
+    /// Rows processed (rows left out, such as null labels, not counted).
+    pub rows: u64,
     pub empty_cleaned_texts: u64,
     pub truncated_rows: u64,
 }
 
 impl PartitionCounts {
-    pub fn rows(&self) -> u64 {
-        self.train + self.validation
-    }
-
     pub fn add(&mut self, other: &PartitionCounts) {
-        self.train += other.train;
-        self.validation += other.validation;
+        self.rows += other.rows;
         self.empty_cleaned_texts += other.empty_cleaned_texts;
         self.truncated_rows += other.truncated_rows;
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SplitSide {
-    Train,
-    Validation,
-}
-
-impl SplitSide {
-    fn run_suffix(self) -> &'static str {
-        match self {
-            SplitSide::Train => "train.run",
-            SplitSide::Validation => "val.run",
-        }
-    }
+/// A finished partition: its counts and, per class, what its rows offered
+/// to the class's split boundary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionSummary {
+    pub counts: PartitionCounts,
+    pub boundaries: Vec<Boundary>,
 }
 
 pub struct WorkDir {
@@ -79,7 +73,7 @@ impl WorkDir {
         root: &Path,
         fingerprint: &str,
         bucketing: Bucketing,
-    ) -> Result<(Self, BTreeMap<u64, PartitionCounts>)> {
+    ) -> Result<(Self, BTreeMap<u64, PartitionSummary>)> {
         let work = Self { root: root.to_path_buf(), bucketing };
         std::fs::create_dir_all(root)?;
         let fingerprint_file = root.join("fingerprint");
@@ -96,9 +90,9 @@ impl WorkDir {
         for entry in std::fs::read_dir(work.partitions_dir())? {
             let path = entry?.path();
             let Some(number) = partition_number(&path, ".done") else { continue };
-            let counts: PartitionCounts = serde_json::from_slice(&std::fs::read(&path)?)
+            let summary: PartitionSummary = serde_json::from_slice(&std::fs::read(&path)?)
                 .map_err(|e| Error::internal(format!("unreadable {}: {e}", path.display())))?;
-            finished.insert(number, counts);
+            finished.insert(number, summary);
         }
         Ok((work, finished))
     }
@@ -111,22 +105,20 @@ impl WorkDir {
         self.bucketing
     }
 
-    pub fn run_path(&self, partition: u64, side: SplitSide) -> PathBuf {
-        self.partitions_dir().join(format!("p{partition:08}.{}", side.run_suffix()))
+    pub fn run_path(&self, partition: u64) -> PathBuf {
+        self.partitions_dir().join(format!("p{partition:08}.run"))
     }
 
     /// Writes a partition's rows (sorted here) and then marks it finished.
     pub fn finish_partition(
         &self,
         partition: u64,
-        train: &mut [ProcessedRow],
-        validation: &mut [ProcessedRow],
-        counts: &PartitionCounts,
+        rows: &mut [ProcessedRow],
+        summary: &PartitionSummary,
     ) -> Result<()> {
-        write_run(&self.run_path(partition, SplitSide::Train), train, self.bucketing)?;
-        write_run(&self.run_path(partition, SplitSide::Validation), validation, self.bucketing)?;
+        write_run(&self.run_path(partition), rows, self.bucketing)?;
         let done = self.partitions_dir().join(format!("p{partition:08}.done"));
-        write_atomically(&done, &serde_json::to_vec(counts).map_err(Error::internal)?)
+        write_atomically(&done, &serde_json::to_vec(summary).map_err(Error::internal)?)
     }
 
     /// Removes the directory and everything in it.
@@ -159,28 +151,33 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::split::{ClassTally, SplitMode};
 
     fn row(order: u64) -> ProcessedRow {
-        ProcessedRow { order: (order, order), id: None, text: "t".into(), ids: vec![1, 2], target: 0 }
+        ProcessedRow { order: (order, order), split_hash: 0, id: None, text: "t".into(), ids: vec![1, 2], target: 0 }
     }
 
     #[test]
     fn finished_partitions_survive_a_reopen_with_the_same_fingerprint_only() {
         let dir = tempfile::tempdir().unwrap();
         let bucketing = Bucketing::with_bits(1);
-        let counts = PartitionCounts { train: 2, validation: 1, empty_cleaned_texts: 0, truncated_rows: 1 };
+        let boundaries = ClassTally::default().boundary(0.2, SplitMode::Exact);
+        let summary = PartitionSummary {
+            counts: PartitionCounts { rows: 3, empty_cleaned_texts: 0, truncated_rows: 1 },
+            boundaries: vec![boundaries],
+        };
         {
             let (work, finished) = WorkDir::open(dir.path(), "a", bucketing).unwrap();
             assert!(finished.is_empty());
-            work.finish_partition(3, &mut [row(2), row(1)], &mut [row(5)], &counts).unwrap();
+            work.finish_partition(3, &mut [row(2), row(1), row(5)], &summary).unwrap();
             // A partition cut off before its .done file does not count.
-            write_run(&work.run_path(4, SplitSide::Train), &mut [row(9)], bucketing).unwrap();
+            write_run(&work.run_path(4), &mut [row(9)], bucketing).unwrap();
         }
         let (work, finished) = WorkDir::open(dir.path(), "a", bucketing).unwrap();
-        assert_eq!(finished, BTreeMap::from([(3, counts)]));
-        assert!(work.run_path(3, SplitSide::Validation).exists());
+        assert_eq!(finished, BTreeMap::from([(3, summary)]));
+        assert!(work.run_path(3).exists());
         let (_, finished) = WorkDir::open(dir.path(), "b", bucketing).unwrap();
         assert!(finished.is_empty());
-        assert!(!work.run_path(3, SplitSide::Validation).exists());
+        assert!(!work.run_path(3).exists());
     }
 }

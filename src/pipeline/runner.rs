@@ -27,7 +27,7 @@ use super::artifacts::*;
 use super::clean::{CleaningConfig, TextCleaner, default_stopwords};
 use super::in_order::map_in_order;
 use super::ingest::{self, ChunkParser, FileDigest, InputSource, RawChunk, ReadSettings, RowBatch};
-use super::partitions::{PartitionCounts, SplitSide, WorkDir};
+use super::partitions::{PartitionCounts, PartitionSummary, WORK_FORMAT, WorkDir};
 use super::preprocessor::{ClassToIndex, FittedPreprocessor};
 use super::pyunicode::UNICODE_VERSION;
 use super::sorted_runs::{Bucketing, read_in_order};
@@ -347,17 +347,42 @@ fn scan(
     })
 }
 
-/// Which rows go to validation, per class, and the class mapping.
+/// Which rows go to validation, per class.
+///
+/// A class's boundary needs every row of the class offered to it. The rows
+/// are offered as they are processed, so the split is known once the
+/// process stage is done and costs no pass of its own; only training a
+/// tokenizer on the train rows needs it before, and then a pass offers them
+/// first ([`SplitPlan::by_pass`]).
 struct SplitPlan {
     seed: u64,
     by_class: Vec<ClassSplit>,
-    class_to_index: ClassToIndex,
+}
+
+/// Every class's boundary before any row is offered: what it looks for.
+fn empty_boundaries(spec: &JobSpec, scan: &Scan) -> Vec<Boundary> {
+    scan.tallies.iter().map(|t| t.boundary(spec.test_size, spec.split_mode)).collect()
+}
+
+/// The class mapping: a class's number is its index among the sorted labels.
+/// Every class keeps at least one train row, so the train split's labels
+/// are all the labels.
+fn class_to_index(scan: &Scan) -> ClassToIndex {
+    scan.labels.iter().enumerate().map(|(i, l)| (l.clone(), i as i64)).collect()
+}
+
+/// Merges boundaries that were offered different rows.
+fn merge_boundaries(into: &mut [Boundary], from: Vec<Boundary>) {
+    into.iter_mut().zip(from).for_each(|(b, other)| b.merge(other));
 }
 
 impl SplitPlan {
-    /// The second pass: keeps only the rows in each class's boundary bucket
-    /// and selects the exact threshold among them.
-    fn fit(
+    fn from_boundaries(spec: &JobSpec, boundaries: Vec<Boundary>) -> Self {
+        Self { seed: spec.seed, by_class: boundaries.into_iter().map(Boundary::finish).collect() }
+    }
+
+    /// A pass of its own that offers every row (reading labels and keys only).
+    fn by_pass(
         spec: &JobSpec,
         files: &[FileRef<'_>],
         settings: &RunSettings,
@@ -365,7 +390,7 @@ impl SplitPlan {
         observer: &dyn JobObserver,
         pool: &rayon::ThreadPool,
     ) -> Result<Self> {
-        let empty: Vec<Boundary> = scan.tallies.iter().map(|t| t.boundary(spec.test_size, spec.split_mode)).collect();
+        let empty = empty_boundaries(spec, scan);
         let merged = Mutex::new(empty.clone());
         pool.install(|| {
             files.par_iter().try_for_each(|file| -> Result<()> {
@@ -391,17 +416,16 @@ impl SplitPlan {
                     )
                     .try_for_each(|boundaries| -> Result<()> {
                         let boundaries = boundaries?;
-                        let mut merged = merged.lock().unwrap();
-                        merged.iter_mut().zip(boundaries).for_each(|(m, b)| m.merge(b));
+                        merge_boundaries(&mut merged.lock().unwrap(), boundaries);
                         Ok(())
                     })
             })
         })?;
-        let by_class = merged.into_inner().unwrap().into_iter().map(Boundary::finish).collect();
-        // Every class keeps at least one train row, so the train split's
-        // labels are all the labels; the scan sorted them.
-        let class_to_index = scan.labels.iter().enumerate().map(|(i, l)| (l.clone(), i as i64)).collect();
-        Ok(Self { seed: spec.seed, by_class, class_to_index })
+        Ok(Self::from_boundaries(spec, merged.into_inner().unwrap()))
+    }
+
+    fn is_validation(&self, row: &ProcessedRow) -> bool {
+        self.by_class[row.target as usize].is_validation(row.split_hash, row.order.1)
     }
 
     /// A row's target and whether it goes to validation; `None` for a row
@@ -448,7 +472,10 @@ pub fn run(
     let scan = scan(spec, &mut files, settings, observer, pool)?;
 
     observer.stage(Stage::Split);
-    let plan = SplitPlan::fit(spec, &files, settings, &scan, observer, pool)?;
+    let split_first = match tokenizer {
+        TokenizerPlan::Train { .. } => Some(SplitPlan::by_pass(spec, &files, settings, &scan, observer, pool)?),
+        TokenizerPlan::Ready(_) => None,
+    };
 
     observer.stage(Stage::Fit);
     let cleaning = CleaningConfig {
@@ -458,7 +485,8 @@ pub fn run(
     let (tokenizer, tokenizer_source) = match tokenizer {
         TokenizerPlan::Ready(tokenizer) => (*tokenizer, spec.tokenizer.clone()),
         TokenizerPlan::Train { vocab_size } => {
-            let trained = train_tokenizer(spec, &files, settings, &scan, &plan, &cleaning, vocab_size)?;
+            let plan = split_first.as_ref().ok_or_else(|| Error::internal("no split to train a tokenizer on"))?;
+            let trained = train_tokenizer(spec, &files, settings, &scan, plan, &cleaning, vocab_size)?;
             (trained, TokenizerSpec::Train { vocab_size })
         }
     };
@@ -466,7 +494,7 @@ pub fn run(
         spec.text_columns.clone(),
         spec.label_column.clone(),
         cleaning,
-        plan.class_to_index.clone(),
+        class_to_index(&scan),
         tokenizer_source,
         tokenizer,
         spec.max_length,
@@ -477,11 +505,20 @@ pub fn run(
     let bucketing = Bucketing::for_row_bytes(scan.row_bytes, settings.sort_bytes);
     let fingerprint = fingerprint(spec, &scan, &preprocessor, partitions.partition_rows, bucketing)?;
     let (work, finished) = WorkDir::open(&settings.work_dir, &fingerprint, bucketing)?;
-    let counts =
-        process(spec, &files, settings, &scan, &plan, &preprocessor, &work, finished, partitions, observer, pool)?;
-    let held = SplitCounts { train: counts.train, validation: counts.validation };
-    if held != plan.counts() {
-        return Err(Error::internal(format!("the partitions hold {held:?}, the split planned {:?}", plan.counts())));
+    let finished = process(spec, &files, settings, &scan, &preprocessor, &work, finished, partitions, observer, pool)?;
+    let mut counts = PartitionCounts::default();
+    let mut boundaries = empty_boundaries(spec, &scan);
+    for summary in finished.into_values() {
+        counts.add(&summary.counts);
+        merge_boundaries(&mut boundaries, summary.boundaries);
+    }
+    let plan = SplitPlan::from_boundaries(spec, boundaries);
+    if split_first.is_some_and(|first| first.by_class != plan.by_class) {
+        return Err(Error::internal("the split offered by the rows processed differs from the one planned first"));
+    }
+    let planned = plan.counts();
+    if counts.rows != planned.train + planned.validation {
+        return Err(Error::internal(format!("the partitions hold {} rows, the split {planned:?}", counts.rows)));
     }
 
     observer.stage(Stage::Write);
@@ -503,6 +540,7 @@ fn fingerprint(
     let spec = JobSpec { source: None, ..spec.clone() };
     let described = serde_json::to_vec(&(
         env!("CARGO_PKG_VERSION"),
+        WORK_FORMAT,
         &spec,
         &scan.input.sha256,
         preprocessor.config(),
@@ -574,44 +612,46 @@ impl Partitioning {
     }
 }
 
-/// A partition whose rows are still arriving from the workers.
-#[derive(Default)]
+/// A partition (or a part of one) whose rows are still arriving from the workers.
 struct OpenPartition {
     /// Input positions accounted for, rows left out included.
     seen: u64,
-    train: Vec<ProcessedRow>,
-    validation: Vec<ProcessedRow>,
-    counts: PartitionCounts,
+    rows: Vec<ProcessedRow>,
+    summary: PartitionSummary,
 }
 
 impl OpenPartition {
+    fn new(seen: u64, boundaries: Vec<Boundary>) -> Self {
+        Self { seen, rows: Vec::new(), summary: PartitionSummary { counts: Default::default(), boundaries } }
+    }
+
     fn absorb(&mut self, other: OpenPartition) {
         self.seen += other.seen;
-        self.train.extend(other.train);
-        self.validation.extend(other.validation);
-        self.counts.add(&other.counts);
+        self.rows.extend(other.rows);
+        self.summary.counts.add(&other.summary.counts);
+        merge_boundaries(&mut self.summary.boundaries, other.summary.boundaries);
     }
 }
 
 /// Cleans and tokenizes every row of the partitions not finished yet;
-/// returns the counts over all partitions.
+/// returns every partition's summary, those finished before included.
 #[allow(clippy::too_many_arguments)]
 fn process(
     spec: &JobSpec,
     files: &[FileRef<'_>],
     settings: &RunSettings,
     scan: &Scan,
-    plan: &SplitPlan,
     preprocessor: &FittedPreprocessor,
     work: &WorkDir,
-    finished: BTreeMap<u64, PartitionCounts>,
+    finished: BTreeMap<u64, PartitionSummary>,
     partitions: Partitioning,
     observer: &dyn JobObserver,
     pool: &rayon::ThreadPool,
-) -> Result<PartitionCounts> {
+) -> Result<BTreeMap<u64, PartitionSummary>> {
     let rows_total = scan.rows - scan.skipped;
+    let empty = empty_boundaries(spec, scan);
     let finished = Mutex::new(finished);
-    let rows_done = AtomicU64::new(finished.lock().unwrap().values().map(PartitionCounts::rows).sum());
+    let rows_done = AtomicU64::new(finished.lock().unwrap().values().map(|s| s.counts.rows).sum());
     observer.progress(rows_done.load(Ordering::Relaxed), rows_total);
     let is_finished = |partition: u64| finished.lock().unwrap().contains_key(&partition);
     let open: Mutex<HashMap<u64, OpenPartition>> = Mutex::default();
@@ -635,22 +675,17 @@ fn process(
                     let end = ((partition + 1) * partitions.partition_rows - file.position(&batch, 0))
                         .min(batch.len() as u64) as usize;
                     if !is_finished(partition) {
-                        let part = encode_rows(spec, file, scan, plan, preprocessor, &batch, i..end)?;
-                        let done = part.counts.rows();
+                        let part = encode_rows(spec, file, scan, &empty, preprocessor, &batch, i..end)?;
+                        let done = part.summary.counts.rows;
                         let complete = {
                             let mut open = open.lock().unwrap();
-                            let entry = open.entry(partition).or_default();
+                            let entry = open.entry(partition).or_insert_with(|| OpenPartition::new(0, empty.clone()));
                             entry.absorb(part);
                             (entry.seen == partitions.len(partition)).then(|| open.remove(&partition)).flatten()
                         };
                         if let Some(mut complete) = complete {
-                            work.finish_partition(
-                                partition,
-                                &mut complete.train,
-                                &mut complete.validation,
-                                &complete.counts,
-                            )?;
-                            finished.lock().unwrap().insert(partition, complete.counts);
+                            work.finish_partition(partition, &mut complete.rows, &complete.summary)?;
+                            finished.lock().unwrap().insert(partition, complete.summary);
                         }
                         let done = rows_done.fetch_add(done, Ordering::Relaxed) + done;
                         observer.progress(done, rows_total);
@@ -666,41 +701,41 @@ fn process(
     if finished.len() as u64 != partitions.count() {
         return Err(Error::internal(format!("{} of {} partitions finished", finished.len(), partitions.count())));
     }
-    let mut total = PartitionCounts::default();
-    finished.values().for_each(|counts| total.add(counts));
-    Ok(total)
+    Ok(finished)
 }
 
-/// Cleans and tokenizes rows `range` of a batch (all in one partition).
+/// Cleans and tokenizes rows `range` of a batch (all in one partition), and
+/// offers them to their class's split boundary.
 fn encode_rows(
     spec: &JobSpec,
     file: &FileRef<'_>,
     scan: &Scan,
-    plan: &SplitPlan,
+    empty: &[Boundary],
     preprocessor: &FittedPreprocessor,
     batch: &RowBatch,
     range: std::ops::Range<usize>,
 ) -> Result<OpenPartition> {
-    let mut part = OpenPartition { seen: range.len() as u64, ..OpenPartition::default() };
+    let mut part = OpenPartition::new(range.len() as u64, empty.to_vec());
+    part.rows.reserve(range.len());
+    let counts = &mut part.summary.counts;
     for i in range {
-        let Some((target, is_validation)) = plan.side(scan, file, batch, i) else { continue };
+        let Some(class) = scan.class_of(batch.labels[i].as_deref()) else { continue };
+        let key = file.row_key(batch, i);
+        let position = file.position(batch, i);
+        let split_hash = membership_hash(spec.seed, key);
+        part.summary.boundaries[class as usize].offer(split_hash, position);
         let encoded = preprocessor.encode_text(&batch.texts[i])?;
-        part.counts.empty_cleaned_texts += u64::from(encoded.cleaned.is_empty());
-        part.counts.truncated_rows += u64::from(encoded.truncated);
-        let row = ProcessedRow {
-            order: (order_hash(spec.seed, file.row_key(batch, i)), file.position(batch, i)),
+        counts.rows += 1;
+        counts.empty_cleaned_texts += u64::from(encoded.cleaned.is_empty());
+        counts.truncated_rows += u64::from(encoded.truncated);
+        part.rows.push(ProcessedRow {
+            order: (order_hash(spec.seed, key), position),
+            split_hash,
             id: batch.ids.as_ref().and_then(|ids| ids[i].clone()),
             text: encoded.cleaned,
             ids: encoded.ids,
-            target,
-        };
-        if is_validation {
-            part.counts.validation += 1;
-            part.validation.push(row);
-        } else {
-            part.counts.train += 1;
-            part.train.push(row);
-        }
+            target: i64::from(class),
+        });
     }
     Ok(part)
 }
@@ -717,42 +752,35 @@ fn write(
     sink: &dyn ArtifactSink,
     threads: usize,
 ) -> Result<JobOutcome> {
-    let mut artifacts = Vec::new();
-    let mut put = |name: &str, bytes: Vec<u8>, rows: Option<u64>| -> Result<()> {
-        artifacts.push(ArtifactEntry::describe(name, &bytes, rows));
+    let planned = plan.counts();
+    let rows =
+        RowCounts { input: scan.rows, skipped: scan.skipped, train: planned.train, validation: planned.validation };
+    // The splits' parts are stored as they fill, one split's interleaved with
+    // the other's; the manifest lists them split by split.
+    let mut parts: [Vec<ArtifactEntry>; 2] = Default::default();
+    let runs = (0..partitions.count()).map(|p| work.run_path(p)).collect();
+    let mut shards = ShardCutter::new(read_in_order(runs, work.bucketing())?, &plan, spec.rows_per_part.max(1));
+    let id_column = scan.id_column;
+    map_in_order(
+        &mut shards,
+        threads,
+        |shard| Ok((shard.name, shard.side, shard.rows.len() as u64, parquet_part(&shard.rows, id_column)?)),
+        |(name, side, rows, bytes)| {
+            parts[side as usize].push(ArtifactEntry::describe(&name, &bytes, Some(rows)));
+            sink.put(&name, bytes)
+        },
+    )?;
+    let routed = SplitCounts { train: shards.routed[0], validation: shards.routed[1] };
+    if routed != planned {
+        return Err(Error::internal(format!("the parts hold {routed:?}, the split planned {planned:?}")));
+    }
+    let tokens = shards.tokens;
+    let [mut artifacts, validation_parts] = parts;
+    artifacts.extend(validation_parts);
+    let mut put = |name: &str, bytes: Vec<u8>| -> Result<()> {
+        artifacts.push(ArtifactEntry::describe(name, &bytes, None));
         sink.put(name, bytes)
     };
-    let rows =
-        RowCounts { input: scan.rows, skipped: scan.skipped, train: counts.train, validation: counts.validation };
-    let mut tokens = TokenTally::default();
-    // Shards are cut in order on this thread and encoded as Parquet on up to
-    // `threads` threads of their own, then stored in order.
-    let id_column = scan.id_column;
-    for (split, side) in [("train", SplitSide::Train), ("val", SplitSide::Validation)] {
-        let runs = (0..partitions.count()).map(|p| work.run_path(p, side)).collect();
-        let mut merged = read_in_order(runs, work.bucketing())?.peekable();
-        let mut n = 0;
-        let shards = std::iter::from_fn(|| {
-            // An empty split still gets one (empty) part, so readers find its schema.
-            if n > 0 && merged.peek().is_none() {
-                return None;
-            }
-            let name = format!("{split}/part-{n:05}.parquet");
-            n += 1;
-            let rows = merged.by_ref().take(spec.rows_per_part).map(|row| {
-                let row = row?;
-                tokens.add(row.ids.len() as u64);
-                Ok(row)
-            });
-            Some(rows.collect::<Result<Vec<_>>>().map(|rows| (name, rows)))
-        });
-        map_in_order(
-            shards,
-            threads,
-            |(name, rows)| Ok((name, rows.len() as u64, parquet_part(&rows, id_column)?)),
-            |(name, rows, bytes)| put(&name, bytes, Some(rows)),
-        )?;
-    }
 
     let mut classes: BTreeMap<String, SplitCounts> = BTreeMap::new();
     let mut too_small = Vec::new();
@@ -775,10 +803,11 @@ fn write(
         classes: classes.clone(),
         tokens: tokens.stats(),
     };
-    put(CLASS_TO_INDEX, to_json_bytes(&plan.class_to_index)?, None)?;
-    put(TOKENIZER, preprocessor.tokenizer().json().as_bytes().to_vec(), None)?;
-    put(PREPROCESSOR, to_json_bytes(preprocessor.config())?, None)?;
-    put(REPORT, to_json_bytes(&report)?, None)?;
+    let class_to_index = class_to_index(&scan);
+    put(CLASS_TO_INDEX, to_json_bytes(&class_to_index)?)?;
+    put(TOKENIZER, preprocessor.tokenizer().json().as_bytes().to_vec())?;
+    put(PREPROCESSOR, to_json_bytes(preprocessor.config())?)?;
+    put(REPORT, to_json_bytes(&report)?)?;
     let manifest = Manifest {
         format_version: MANIFEST_FORMAT_VERSION,
         prepd_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -787,13 +816,96 @@ fn write(
         input: scan.input,
         rows,
         classes,
-        class_to_index: plan.class_to_index,
+        class_to_index,
         tokenizer_sha256: preprocessor.tokenizer().sha256().to_string(),
         unicode_version: UNICODE_VERSION.to_string(),
         artifacts,
     };
     sink.put(MANIFEST, to_json_bytes(&manifest)?)?;
     Ok(JobOutcome { manifest, report })
+}
+
+/// A split's side, as it indexes per-split arrays.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Train = 0,
+    Validation = 1,
+}
+
+/// A Parquet part's rows, cut but not encoded yet.
+struct Shard {
+    name: String,
+    side: Side,
+    rows: Vec<ProcessedRow>,
+}
+
+/// Sends the rows, in their seeded order, to their side of the split and
+/// cuts each side into parts of `rows_per_part` rows, a part as soon as it
+/// is full. An empty split still gets one (empty) part, so that readers
+/// find its schema.
+struct ShardCutter<'a, I> {
+    rows: I,
+    plan: &'a SplitPlan,
+    rows_per_part: usize,
+    filling: [Vec<ProcessedRow>; 2],
+    parts_cut: [usize; 2],
+    /// Rows sent to each side so far.
+    routed: [u64; 2],
+    tokens: TokenTally,
+}
+
+impl<'a, I: Iterator<Item = Result<ProcessedRow>>> ShardCutter<'a, I> {
+    fn new(rows: I, plan: &'a SplitPlan, rows_per_part: usize) -> Self {
+        Self {
+            rows,
+            plan,
+            rows_per_part,
+            filling: Default::default(),
+            parts_cut: [0; 2],
+            routed: [0; 2],
+            tokens: TokenTally::default(),
+        }
+    }
+
+    fn cut(&mut self, side: Side) -> Shard {
+        let split = match side {
+            Side::Train => "train",
+            Side::Validation => "val",
+        };
+        let n = &mut self.parts_cut[side as usize];
+        let name = format!("{split}/part-{n:05}.parquet");
+        *n += 1;
+        let rows = std::mem::replace(&mut self.filling[side as usize], Vec::with_capacity(self.rows_per_part));
+        Shard { name, side, rows }
+    }
+}
+
+impl<I: Iterator<Item = Result<ProcessedRow>>> Iterator for ShardCutter<'_, I> {
+    type Item = Result<Shard>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let row = match self.rows.next() {
+                Some(Ok(row)) => row,
+                Some(Err(e)) => return Some(Err(e)),
+                None => {
+                    // The rest of each side, train first.
+                    let unfinished = [Side::Train, Side::Validation]
+                        .into_iter()
+                        .find(|&s| !self.filling[s as usize].is_empty() || self.parts_cut[s as usize] == 0)?;
+                    return Some(Ok(self.cut(unfinished)));
+                }
+            };
+            let side = if self.plan.is_validation(&row) { Side::Validation } else { Side::Train };
+            self.tokens.add(row.ids.len() as u64);
+            self.routed[side as usize] += 1;
+            let filling = &mut self.filling[side as usize];
+            filling.push(row);
+            if filling.len() == self.rows_per_part {
+                return Some(Ok(self.cut(side)));
+            }
+        }
+    }
 }
 
 /// Token counts per row, summed as rows stream past.

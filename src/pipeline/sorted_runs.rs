@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! run file: block 0 | block 1 | ... | block B-1 | B x u64 block length | u64 B | b"PREPDRUN"
-//! block:    zstd frame of rows, each: order (2 x u64), target (i64), id (u8 flag, len-prefixed bytes),
+//! block:    zstd frame of rows, each: order (2 x u64), split hash (u64), target (i64), id (u8 flag, len-prefixed bytes),
 //!           text (len-prefixed), ids (u32 count, u32 each); little-endian
 //! ```
 
@@ -204,6 +204,7 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 fn encode_row(out: &mut Vec<u8>, row: &ProcessedRow) {
     out.extend_from_slice(&row.order.0.to_le_bytes());
     out.extend_from_slice(&row.order.1.to_le_bytes());
+    out.extend_from_slice(&row.split_hash.to_le_bytes());
     out.extend_from_slice(&row.target.to_le_bytes());
     match &row.id {
         Some(id) => {
@@ -241,6 +242,7 @@ fn take_string(input: &mut &[u8]) -> Result<String> {
 
 fn decode_row(input: &mut &[u8]) -> Result<ProcessedRow> {
     let order = (take_u64(input)?, take_u64(input)?);
+    let split_hash = take_u64(input)?;
     let target = take_u64(input)? as i64;
     let id = match take(input, 1)?[0] {
         0 => None,
@@ -249,7 +251,7 @@ fn decode_row(input: &mut &[u8]) -> Result<ProcessedRow> {
     let text = take_string(input)?;
     let n = take_u32(input)? as usize;
     let ids = take(input, 4 * n)?.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
-    Ok(ProcessedRow { order, id, text, ids, target })
+    Ok(ProcessedRow { order, split_hash, id, text, ids, target })
 }
 
 #[cfg(test)]
@@ -259,6 +261,7 @@ mod tests {
     fn row(order: u64, position: u64) -> ProcessedRow {
         ProcessedRow {
             order: (order, position),
+            split_hash: position.wrapping_mul(31),
             id: position.is_multiple_of(2).then(|| position.to_string()),
             text: format!("text {position}"),
             ids: vec![101, position as u32, 102],
@@ -294,7 +297,10 @@ mod tests {
             assert_eq!(rows.iter().map(|r| r.order).collect::<Vec<_>>(), expected, "{bits} bits");
             let again = row(spread(1), 7);
             let got = rows.iter().find(|r| r.order == again.order).unwrap();
-            assert_eq!((&got.id, &got.text, &got.ids, got.target), (&again.id, &again.text, &again.ids, again.target));
+            assert_eq!(
+                (&got.id, &got.text, &got.ids, got.target, got.split_hash),
+                (&again.id, &again.text, &again.ids, again.target, again.split_hash)
+            );
         }
         assert!(!dir.path().read_dir().unwrap().any(|e| e.unwrap().path().extension().is_some_and(|x| x == "partial")));
     }

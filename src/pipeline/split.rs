@@ -76,7 +76,7 @@ pub fn validation_count(test_size: f64, n: u64) -> u64 {
 
 /// The per-class rule that puts a row on the validation side: its
 /// `(membership hash, position)` is below the class's threshold.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClassSplit {
     pub rows: u64,
     pub validation_rows: u64,
@@ -244,8 +244,9 @@ fn stable_cut(test_size: f64) -> u64 {
 
 /// The second streaming pass over a class: only the rows in the boundary
 /// bucket are kept (about `n / 65536` of them), then the exact threshold is
-/// selected among them.
-#[derive(Debug, Clone)]
+/// selected among them. What a part of the rows offered can be kept (as a
+/// finished partition keeps it) and merged later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Boundary {
     rows: u64,
     validation_rows: u64,
