@@ -2,7 +2,8 @@
 //! is left, and on such text the whole uncased BERT pipeline of the
 //! `tokenizers` crate reduces to "split on spaces, longest-match-first
 //! WordPiece per word, special tokens around". This module does exactly that
-//! with two byte tries and no allocation per word, which is tens of times
+//! with a table of the pieces that are whole short words (most words of a
+//! text are), two byte tries for the rest, and no allocation per word, which is tens of times
 //! faster than the general pipeline (normalizer with offsets, pre-tokenizer,
 //! a hash lookup per candidate substring).
 //!
@@ -116,9 +117,70 @@ impl PieceTrie {
     }
 }
 
+/// Words of up to this many bytes pack into a `u64`, 6 bits a symbol.
+const PACKED_WORD_MAX: usize = 10;
+
+/// A short `[a-z0-9]` word as a nonzero `u64` (symbols offset by one, so no
+/// two words pack alike); `None` if a byte is outside the alphabet.
+#[inline]
+fn packed(word: &[u8]) -> Option<u64> {
+    word.iter().try_fold(0u64, |key, &b| Some(key << 6 | u64::from(symbol(b)? + 1)))
+}
+
+/// The word-start pieces that are whole short words, by packed word: most
+/// words of a text are one, and one probe here replaces a walk down the trie
+/// (greedy longest-match-first takes a word that is itself a piece whole).
+/// Open addressing, linear probing, a key of 0 is an empty slot.
+#[derive(Debug, Clone)]
+struct WholeWords {
+    slots: Vec<(u64, u32)>,
+    shift: u32,
+}
+
+impl WholeWords {
+    fn build<'a>(pieces: impl Iterator<Item = (&'a str, u32)>) -> Self {
+        let words: Vec<(u64, u32)> = pieces
+            .filter(|(piece, _)| !piece.is_empty() && piece.len() <= PACKED_WORD_MAX)
+            .filter_map(|(piece, id)| Some((packed(piece.as_bytes())?, id)))
+            .collect();
+        let capacity = (2 * words.len()).next_power_of_two().max(2);
+        let mut table = Self { slots: vec![(0, NO_TOKEN); capacity], shift: 64 - capacity.trailing_zeros() };
+        for (key, id) in words {
+            let mut slot = table.slot_of(key);
+            while table.slots[slot].0 != 0 {
+                slot = (slot + 1) & (capacity - 1);
+            }
+            table.slots[slot] = (key, id);
+        }
+        table
+    }
+
+    #[inline]
+    fn slot_of(&self, key: u64) -> usize {
+        (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+    }
+
+    #[inline]
+    fn get(&self, key: u64) -> Option<u32> {
+        let mask = self.slots.len() - 1;
+        let mut slot = self.slot_of(key);
+        loop {
+            let (k, id) = self.slots[slot];
+            if k == key {
+                return Some(id);
+            }
+            if k == 0 {
+                return None;
+            }
+            slot = (slot + 1) & mask;
+        }
+    }
+}
+
 /// The uncased BERT pipeline restricted to cleaned text.
 #[derive(Debug, Clone)]
 pub struct CleanTextEncoder {
+    whole_words: WholeWords,
     word_start: PieceTrie,
     continuation: PieceTrie,
     unk: u32,
@@ -156,9 +218,18 @@ impl CleanTextEncoder {
         let unk = *vocab.get(&model.unk_token)?;
         let prefix = model.continuing_subword_prefix.as_str();
         let word_start = PieceTrie::build(vocab.iter().map(|(t, &id)| (t.as_str(), id)));
+        let whole_words = WholeWords::build(vocab.iter().map(|(t, &id)| (t.as_str(), id)));
         let continuation =
             PieceTrie::build(vocab.iter().filter_map(|(t, &id)| t.strip_prefix(prefix).map(|rest| (rest, id))));
-        Some(Self { word_start, continuation, unk, max_word_len: model.max_input_chars_per_word, before, after })
+        Some(Self {
+            whole_words,
+            word_start,
+            continuation,
+            unk,
+            max_word_len: model.max_input_chars_per_word,
+            before,
+            after,
+        })
     }
 
     /// The ids of `text` with special tokens, and whether `max_length`
@@ -188,7 +259,12 @@ impl CleanTextEncoder {
     /// Greedy longest-match-first, the whole word `[UNK]` if any position
     /// has no piece or the word is too long; as `WordPiece::tokenize`.
     fn push_word(&self, word: &[u8], ids: &mut Vec<u32>) -> Option<()> {
-        if word.iter().any(|&b| symbol(b).is_none()) {
+        if word.len() <= PACKED_WORD_MAX.min(self.max_word_len) {
+            if let Some(id) = self.whole_words.get(packed(word)?) {
+                ids.push(id);
+                return Some(());
+            }
+        } else if word.iter().any(|&b| symbol(b).is_none()) {
             return None;
         }
         if word.len() > self.max_word_len {
@@ -272,6 +348,23 @@ mod tests {
         assert_eq!(trie.longest_prefix(b"b"), Some((4, 1)));
         assert_eq!(trie.longest_prefix(b"c"), None);
         assert_eq!(trie.longest_prefix(b"x"), None);
+    }
+
+    #[test]
+    fn a_whole_word_longer_than_the_models_word_limit_is_unknown() {
+        // The whole-word table must not bypass `max_input_chars_per_word`.
+        let vocab = "[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\nhi\nhell\n##o\nabcdefghij\nabcdefghijk\n";
+        let base = WordPieceTokenizer::from_vocab(vocab).unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(base.json()).unwrap();
+        for limit in [3, 4, 5, 10, 11, 100] {
+            json["model"]["max_input_chars_per_word"] = limit.into();
+            let tokenizer = WordPieceTokenizer::from_bytes(json.to_string().as_bytes()).unwrap();
+            assert!(tokenizer.has_clean_text_path());
+            for text in ["hello hi", "hell hello", "abcdefghij abcdefghijk", "hellohello hello"] {
+                let general = tokenizer.encode_general(text).unwrap();
+                assert_eq!(tokenizer.encode_reporting_truncation(text).unwrap(), general, "limit {limit}: {text}");
+            }
+        }
     }
 
     /// splitmix64, so a failing case can be replayed from its seed.
