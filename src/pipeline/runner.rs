@@ -13,6 +13,10 @@
 //! directory and the artifact sink it is given.
 
 use std::collections::{BTreeMap, HashMap};
+
+// Labels are looked up once a row on every pass: a fast hash rather than
+// SipHash, still randomly keyed, so crafted labels cannot force collisions.
+use ahash::AHashMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -165,7 +169,7 @@ struct Scan {
     rows: u64,
     /// Sorted: a class's number is its index in the class mapping.
     labels: Vec<String>,
-    class_numbers: HashMap<String, u32>,
+    class_numbers: AHashMap<String, u32>,
     tallies: Vec<ClassTally>,
     /// 1-based positions of the first rows with a null label.
     null_label_rows: Vec<u64>,
@@ -211,7 +215,7 @@ fn scan_file(
     file: &FileRef<'_>,
     settings: &RunSettings,
     observer: &dyn JobObserver,
-    tallies: &mut HashMap<String, ClassTally>,
+    tallies: &mut AHashMap<String, ClassTally>,
 ) -> Result<FileFacts> {
     let (format, compression) = InputFormat::resolve(spec.format, file.source.name())?;
     // The checksum is taken as the scan reads the file when it reads every
@@ -289,7 +293,7 @@ fn scan(
         files
             .par_iter()
             .map(|file| {
-                let mut tallies = HashMap::new();
+                let mut tallies = AHashMap::new();
                 let facts = scan_file(spec, file, settings, observer, &mut tallies).map_err(|e| file.locate(e))?;
                 let mut merged = merged.lock().unwrap();
                 for (label, tally) in tallies {
