@@ -443,16 +443,46 @@ impl<R: Read> CsvRecordChunker<R> {
 /// A chunk's bytes: copied out of a stream, or a slice of a mapped file.
 enum ChunkBytes {
     Read(Vec<u8>),
-    Mapped { file: Arc<Mmap>, range: Range<usize> },
+    Mapped(MappedRange),
 }
 
 impl AsRef<[u8]> for ChunkBytes {
     fn as_ref(&self) -> &[u8] {
         match self {
             ChunkBytes::Read(bytes) => bytes,
-            ChunkBytes::Mapped { file, range } => &file[range.clone()],
+            ChunkBytes::Mapped(mapped) => &mapped.file[mapped.range.clone()],
         }
     }
+}
+
+/// A chunk's part of a mapped file. Once parsed, its pages leave the
+/// process's resident set: otherwise every page of the file a pass has
+/// touched would count in the job's RSS until the mapping goes, so peak RSS
+/// would grow with the dataset.
+struct MappedRange {
+    file: Arc<Mmap>,
+    range: Range<usize>,
+}
+
+impl Drop for MappedRange {
+    fn drop(&mut self) {
+        // The pages straddling the ends may hold a neighbouring chunk's bytes:
+        // a thread still reading them faults them back in, unchanged.
+        let page = page_size();
+        let start = self.range.start / page * page;
+        let end = self.range.end.div_ceil(page).saturating_mul(page).min(self.file.len());
+        if end > start {
+            // SAFETY: the mapping is shared and read-only, so dropping pages
+            // loses nothing: the next read maps the file's same bytes again.
+            let _ = unsafe { self.file.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+        }
+    }
+}
+
+fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    // SAFETY: sysconf only reads a system constant.
+    *PAGE.get_or_init(|| usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1))
 }
 
 /// Cuts a plain CSV file on local disk into runs of whole records without
@@ -482,8 +512,6 @@ impl MappedCsv {
         // inputs; a file truncated by another process meanwhile is outside
         // what a job supports (see above).
         let map = unsafe { Mmap::map(&file)? };
-        // The chunks are read front to back, once per pass.
-        let _ = map.advise(memmap2::Advice::Sequential);
         Ok(Self { file: Arc::new(map), at: 0, records_before: 0, target_bytes, digest })
     }
 
@@ -497,7 +525,7 @@ impl MappedCsv {
         let first = self.records_before;
         self.records_before += records;
         self.at = end;
-        (ChunkBytes::Mapped { file: self.file.clone(), range }, first)
+        (ChunkBytes::Mapped(MappedRange { file: self.file.clone(), range }), first)
     }
 
     /// As [`CsvRecordChunker::next_chunk`].
