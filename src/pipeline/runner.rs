@@ -1,7 +1,8 @@
 //! One job, start to end: scan the dataset (labels, split keys, checksums),
-//! decide the stratified split, fit the class mapping (and the tokenizer if
-//! asked), clean and tokenize every row on the worker pool partition by
-//! partition, write the splits, then the documents, the manifest last.
+//! fit the class mapping (and the tokenizer if asked), clean and tokenize
+//! every row on the worker pool partition by partition while offering it to
+//! its class's split boundary, decide the stratified split from those
+//! offers, write the splits, then the documents, the manifest last.
 //!
 //! A dataset is one file or several; each pass takes the files in parallel,
 //! and a file's batches in parallel too. Rows are numbered across the files
@@ -13,15 +14,14 @@
 //! directory and the artifact sink it is given.
 
 use std::collections::{BTreeMap, HashMap};
-
-// Labels are looked up once a row on every pass: a fast hash rather than
-// SipHash, still randomly keyed, so crafted labels cannot force collisions.
-use ahash::AHashMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+// Labels are looked up once a row on every pass: a fast hash rather than
+// SipHash, still randomly keyed, so crafted labels cannot force collisions.
+use ahash::AHashMap;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
