@@ -152,6 +152,12 @@ pub struct FileDigest {
 }
 
 impl FileDigest {
+    /// Takes in the next bytes of the file, in order.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.bytes += bytes.len() as u64;
+    }
+
     /// Bytes and hex sha256 of what was read; call once the pass has read to the end.
     pub fn finish(self) -> (u64, String) {
         (self.bytes, hex::encode(self.hasher.finalize()))
@@ -166,9 +172,7 @@ struct DigestingReader {
 impl Read for DigestingReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let mut digest = self.digest.lock().unwrap();
-        digest.hasher.update(&buf[..n]);
-        digest.bytes += n as u64;
+        self.digest.lock().unwrap().update(&buf[..n]);
         Ok(n)
     }
 }
@@ -195,12 +199,14 @@ pub fn open_chunks_counting(
         return Err(Error::internal("a checksum taken while reading needs an uncompressed CSV or JSON Lines file"));
     }
     match format {
-        InputFormat::Csv if compression == Compression::None && source.file_on_disk().is_some() => {
-            let path = source.file_on_disk().unwrap_or_default();
-            open_csv(CsvCutter::Mapped(MappedCsv::open(&path, CSV_CHUNK_BYTES, digest)?), spec, read.batch_rows)
-        }
         InputFormat::Csv => {
-            open_csv(CsvCutter::Read(CsvRecordChunker::new(stream()?, CSV_CHUNK_BYTES)), spec, read.batch_rows)
+            // Plain CSV on local disk is mapped; anything else is streamed.
+            let on_disk = if compression == Compression::None { source.file_on_disk() } else { None };
+            let cutter = match on_disk {
+                Some(path) => CsvCutter::Mapped(MappedCsv::open(&path, CSV_CHUNK_BYTES, digest)?),
+                None => CsvCutter::Read(CsvRecordChunker::new(stream()?, CSV_CHUNK_BYTES)),
+            };
+            open_csv(cutter, spec, read.batch_rows)
         }
         InputFormat::Parquet => open_parquet(source.local_file()?, spec, read.batch_rows).map(ChunkedInput::parsed),
         InputFormat::Jsonl => open_jsonl(stream()?, spec, read.batch_rows).map(ChunkedInput::parsed),
@@ -240,6 +246,8 @@ pub struct ChunkParser {
 struct CsvLayout {
     schema: SchemaRef,
     plan: ColumnPlan,
+    /// The columns a pass without texts parses: label, id, split key.
+    without_texts: Arc<Vec<usize>>,
 }
 
 impl ChunkParser {
@@ -518,9 +526,7 @@ impl MappedCsv {
     fn take(&mut self, end: usize, records: u64) -> (ChunkBytes, u64) {
         let range = self.at..end;
         if let Some(digest) = &self.digest {
-            let mut digest = digest.lock().unwrap();
-            digest.hasher.update(&self.file[range.clone()]);
-            digest.bytes += range.len() as u64;
+            digest.lock().unwrap().update(&self.file[range.clone()]);
         }
         let first = self.records_before;
         self.records_before += records;
@@ -628,7 +634,15 @@ fn open_csv(mut chunker: CsvCutter, spec: &JobSpec, batch_rows: usize) -> Result
     let names: Vec<String> = header_frame.get_column_names().iter().map(|n| n.to_string()).collect();
     let columns = ColumnPlan::resolve(spec, &names)?;
     let schema: SchemaRef = Arc::new(names.iter().map(|n| Field::new(n.as_str().into(), DataType::String)).collect());
-    let layout = Arc::new(CsvLayout { schema, plan: columns.clone() });
+    let without_texts = {
+        let wanted = std::iter::once(&columns.label).chain(columns.id.as_ref()).chain(columns.split_key.as_ref());
+        let mut indices: Vec<usize> = wanted.filter_map(|name| schema.index_of(name)).collect();
+        // The id and the split key may be one column.
+        indices.sort_unstable();
+        indices.dedup();
+        Arc::new(indices)
+    };
+    let layout = Arc::new(CsvLayout { schema, plan: columns.clone(), without_texts });
     let mut index = 0;
     let mut done = false;
     let chunks = std::iter::from_fn(move || {
@@ -662,14 +676,7 @@ fn parse_csv_chunk(
     let chunk_bytes = chunk.as_ref().len() as u64;
     let first_row = records_before.max(1);
     let plan = &layout.plan;
-    let projection = without_texts.then(|| {
-        let wanted = std::iter::once(&plan.label).chain(plan.id.as_ref()).chain(plan.split_key.as_ref());
-        let mut indices: Vec<usize> = wanted.filter_map(|name| layout.schema.index_of(name)).collect();
-        // The id and the split key may be one column.
-        indices.sort_unstable();
-        indices.dedup();
-        Arc::new(indices)
-    });
+    let projection = without_texts.then(|| layout.without_texts.clone());
     let frame = CsvReadOptions::default()
         .with_has_header(false)
         .with_schema(Some(layout.schema.clone()))

@@ -144,7 +144,7 @@ fn check_cancel(observer: &dyn JobObserver) -> Result<()> {
 
 fn checksum(source: &dyn InputSource, observer: &dyn JobObserver) -> Result<(u64, String)> {
     let mut reader = source.open()?;
-    let mut hasher = Sha256::new();
+    let mut digest = FileDigest::default();
     let mut buf = vec![0u8; 1 << 20];
     let mut bytes = 0u64;
     loop {
@@ -152,13 +152,13 @@ fn checksum(source: &dyn InputSource, observer: &dyn JobObserver) -> Result<(u64
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
+        digest.update(&buf[..n]);
         bytes += n as u64;
         if bytes % (256 << 20) < n as u64 {
             check_cancel(observer)?;
         }
     }
-    Ok((bytes, hex::encode(hasher.finalize())))
+    Ok(digest.finish())
 }
 
 /// What the first pass learns: the checksums, the rows, and per class its
@@ -807,7 +807,7 @@ fn write(
         classes: classes.clone(),
         tokens: tokens.stats(),
     };
-    let class_to_index = class_to_index(&scan);
+    let class_to_index = preprocessor.class_to_index().clone();
     put(CLASS_TO_INDEX, to_json_bytes(&class_to_index)?)?;
     put(TOKENIZER, preprocessor.tokenizer().json().as_bytes().to_vec())?;
     put(PREPROCESSOR, to_json_bytes(preprocessor.config())?)?;
