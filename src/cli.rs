@@ -167,6 +167,7 @@ pub async fn run(args: RunArgs) -> Result<Manifest> {
         read: args.common.read_settings(),
         partition_rows: args.common.partition_rows,
         sort_bytes: args.common.sort_bytes,
+        in_memory_bytes: args.common.in_memory_bytes,
         work_dir: work_dir.path().to_path_buf(),
     };
     let bar = ProgressBar::new(0);

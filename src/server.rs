@@ -49,6 +49,7 @@ pub async fn build_state(config: &ServeConfig) -> Result<AppState> {
             read: config.common.read_settings(),
             partition_rows: config.common.partition_rows,
             sort_bytes: config.common.sort_bytes,
+            in_memory_bytes: config.common.in_memory_bytes,
         },
     )?;
     let executor = Arc::new(executor);

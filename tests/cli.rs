@@ -86,16 +86,24 @@ async fn run_matches_the_service_byte_for_byte_at_any_parallelism() {
     let (vocab, config) = write_inputs(dir.path(), &spec);
 
     // Workers, rows per batch, rows per partition, bytes sorted at once (so
-    // 1, 8 and 256 buckets).
-    let matrix = [("1", "1000000", "1000000", "100000000"), ("2", "64", "100", "60000"), ("7", "5", "37", "2000")];
+    // 1, 8 and 256 buckets), bytes of rows kept in memory rather than
+    // spilled to runs (the service below spills).
+    let matrix = [
+        ("1", "1000000", "1000000", "100000000", "0"),
+        ("2", "64", "100", "60000", "0"),
+        ("7", "5", "37", "2000", "0"),
+        ("2", "64", "100", "60000", "100000000"),
+        ("7", "5", "37", "2000", "100000000"),
+    ];
     let mut runs = Vec::new();
-    for (workers, batch_rows, partition_rows, sort_bytes) in matrix {
-        let out = dir.path().join(format!("out-{workers}-{batch_rows}-{partition_rows}"));
+    for (workers, batch_rows, partition_rows, sort_bytes, in_memory_bytes) in matrix {
+        let out = dir.path().join(format!("out-{workers}-{batch_rows}-{partition_rows}-{in_memory_bytes}"));
         let settings = [
             ("PREPD_WORKERS", workers),
             ("PREPD_BATCH_ROWS", batch_rows),
             ("PREPD_PARTITION_ROWS", partition_rows),
             ("PREPD_SORT_BYTES", sort_bytes),
+            ("PREPD_IN_MEMORY_BYTES", in_memory_bytes),
         ];
         runs.push(prepd_run(input.to_str().unwrap(), &out, &config, &vocab, &settings));
     }
@@ -106,7 +114,8 @@ async fn run_matches_the_service_byte_for_byte_at_any_parallelism() {
         first.keys()
     );
     for (other, settings) in runs[1..].iter().zip(&matrix[1..]) {
-        assert_same_files(first, other, &format!("workers, batch rows, partition rows, sort bytes {settings:?}"));
+        let settings = format!("workers, batch rows, partition rows, sort bytes, in-memory bytes {settings:?}");
+        assert_same_files(first, other, &settings);
     }
 
     let server = TestServer::start().await;
@@ -231,6 +240,8 @@ async fn serve(data_dir: &Path) -> Serving {
         .env("PREPD_WORKERS", "1")
         .env("PREPD_BATCH_ROWS", "500")
         .env("PREPD_PARTITION_ROWS", RESUME_PARTITION_ROWS)
+        // Spilled, as a job too large for memory: what is spilled resumes.
+        .env("PREPD_IN_MEMORY_BYTES", "0")
         .env("PREPD_SHUTDOWN_GRACE_SECONDS", "5")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

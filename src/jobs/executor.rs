@@ -103,6 +103,7 @@ pub struct ExecutorSettings {
     pub read: ReadSettings,
     pub partition_rows: u64,
     pub sort_bytes: u64,
+    pub in_memory_bytes: u64,
 }
 
 impl JobExecutor {
@@ -359,6 +360,7 @@ impl JobExecutor {
                 read: self.settings.read,
                 partition_rows: self.settings.partition_rows,
                 sort_bytes: self.settings.sort_bytes,
+                in_memory_bytes: self.settings.in_memory_bytes,
                 work_dir: self.store.job_work_dir(id),
             };
             let observer = job.clone();

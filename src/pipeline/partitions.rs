@@ -24,11 +24,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::artifacts::ProcessedRow;
-use super::sorted_runs::{Bucketing, write_run};
+use super::sorted_runs::{Bucketing, read_in_order, write_run};
 use super::split::Boundary;
 use crate::error::{Error, Result};
 
@@ -127,6 +129,60 @@ impl WorkDir {
     }
 }
 
+/// Every processed row of a job, in ascending `(order hash, position)`.
+pub type RowsInOrder = Box<dyn Iterator<Item = Result<ProcessedRow>> + Send>;
+
+/// Where finished partitions' rows wait until the split is known and the
+/// write stage takes them in their seeded order.
+pub enum FinishedRows {
+    /// Spilled to the work directory as sorted runs: memory stays bounded
+    /// whatever the dataset's size, and a job cut off resumes from them.
+    Spilled(WorkDir),
+    /// Kept in memory, for a job whose rows fit the memory budget: no run is
+    /// encoded, compressed, written and read back, but a job cut off starts
+    /// over (it is a few seconds' work at that size).
+    InMemory(Mutex<Vec<ProcessedRow>>),
+}
+
+impl FinishedRows {
+    pub fn in_memory(rows: u64) -> Self {
+        Self::InMemory(Mutex::new(Vec::with_capacity(rows.min(1 << 24) as usize)))
+    }
+
+    /// Keeps a finished partition's rows; once spilled, the partition is
+    /// marked finished in the work directory.
+    pub fn finish_partition(
+        &self,
+        partition: u64,
+        mut rows: Vec<ProcessedRow>,
+        summary: &PartitionSummary,
+    ) -> Result<()> {
+        match self {
+            Self::Spilled(work) => work.finish_partition(partition, &mut rows, summary),
+            Self::InMemory(kept) => {
+                kept.lock().unwrap().append(&mut rows);
+                Ok(())
+            }
+        }
+    }
+
+    /// The rows of partitions `0..partitions`, in order. Sorting rows kept
+    /// in memory runs on the current rayon pool.
+    pub fn into_ordered(self, partitions: u64) -> Result<RowsInOrder> {
+        match self {
+            Self::Spilled(work) => {
+                let runs = (0..partitions).map(|p| work.run_path(p)).collect();
+                Ok(Box::new(read_in_order(runs, work.bucketing())?))
+            }
+            Self::InMemory(kept) => {
+                let mut rows = kept.into_inner().unwrap();
+                rows.par_sort_unstable_by_key(|r| r.order);
+                Ok(Box::new(rows.into_iter().map(Ok)))
+            }
+        }
+    }
+}
+
 fn partition_number(path: &Path, suffix: &str) -> Option<u64> {
     let name = path.file_name()?.to_str()?;
     name.strip_prefix('p')?.strip_suffix(suffix)?.parse().ok()
@@ -179,5 +235,27 @@ mod tests {
         let (_, finished) = WorkDir::open(dir.path(), "b", bucketing).unwrap();
         assert!(finished.is_empty());
         assert!(!work.run_path(3).exists());
+    }
+
+    #[test]
+    fn rows_kept_in_memory_come_back_in_the_order_spilled_rows_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let spread = |k: u64| k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // Partitions finished out of order, as workers finish them.
+        let partitions: [(u64, Vec<u64>); 3] = [(2, vec![9, 4]), (0, vec![1, 7, 3]), (1, vec![8, 2, 6, 5])];
+        let summary = PartitionSummary::default();
+        let (work, _) = WorkDir::open(dir.path(), "a", Bucketing::with_bits(2)).unwrap();
+        let mut orders = Vec::new();
+        for kept in [FinishedRows::Spilled(work), FinishedRows::in_memory(9)] {
+            for (partition, keys) in &partitions {
+                let rows = keys.iter().map(|&k| row(spread(k))).collect();
+                kept.finish_partition(*partition, rows, &summary).unwrap();
+            }
+            let rows = kept.into_ordered(3).unwrap().collect::<Result<Vec<_>>>().unwrap();
+            orders.push(rows.iter().map(|r| r.order).collect::<Vec<_>>());
+        }
+        let mut expected: Vec<(u64, u64)> = (1..10).map(|k| (spread(k), spread(k))).collect();
+        expected.sort();
+        assert_eq!(orders, [expected.clone(), expected]);
     }
 }

@@ -7,8 +7,9 @@
 //! A dataset is one file or several; each pass takes the files in parallel,
 //! and a file's batches in parallel too. Rows are numbered across the files
 //! in the order given (by path), so nothing depends on which worker or file
-//! finishes first. Finished partitions are kept in the job's work directory
-//! and a later run with the same directory resumes from them.
+//! finishes first. Finished partitions are kept in memory when the job's
+//! rows fit the memory budget; otherwise in the job's work directory, and a
+//! later run with the same directory resumes from them.
 //!
 //! Synchronous and free of I/O other than the input files, the work
 //! directory and the artifact sink it is given.
@@ -31,10 +32,10 @@ use super::artifacts::*;
 use super::clean::{CleaningConfig, TextCleaner, default_stopwords};
 use super::in_order::map_in_order;
 use super::ingest::{self, ChunkParser, FileDigest, InputSource, RawChunk, ReadSettings, RowBatch};
-use super::partitions::{PartitionCounts, PartitionSummary, WORK_FORMAT, WorkDir};
+use super::partitions::{FinishedRows, PartitionCounts, PartitionSummary, WORK_FORMAT, WorkDir};
 use super::preprocessor::{ClassToIndex, FittedPreprocessor};
 use super::pyunicode::UNICODE_VERSION;
-use super::sorted_runs::{Bucketing, read_in_order};
+use super::sorted_runs::Bucketing;
 use super::spec::{InputFormat, JobSpec, NullLabelPolicy, TokenizerSpec};
 use super::split::{Boundary, ClassSplit, ClassTally, RowKey, membership_hash, order_hash};
 use super::tokenize::WordPieceTokenizer;
@@ -81,6 +82,10 @@ pub struct RunSettings {
     /// Rows (as held in memory) the write stage sorts at once: the splits'
     /// rows are bucketed by their order so that one bucket is about this big.
     pub sort_bytes: u64,
+    /// A job whose processed rows take at most this much memory keeps them
+    /// there instead of spilling them to the work directory: faster, but
+    /// such a job, cut off, starts over instead of resuming.
+    pub in_memory_bytes: u64,
     /// Where finished partitions are kept: the same directory on a later run
     /// of the same job resumes from them.
     pub work_dir: PathBuf,
@@ -507,9 +512,14 @@ pub fn run(
     observer.stage(Stage::Process);
     let partitions = Partitioning { rows: scan.rows, partition_rows: settings.partition_rows.max(1) };
     let bucketing = Bucketing::for_row_bytes(scan.row_bytes, settings.sort_bytes);
-    let fingerprint = fingerprint(spec, &scan, &preprocessor, partitions.partition_rows, bucketing)?;
-    let (work, finished) = WorkDir::open(&settings.work_dir, &fingerprint, bucketing)?;
-    let finished = process(spec, &files, settings, &scan, &preprocessor, &work, finished, partitions, observer, pool)?;
+    let (kept, finished) = if scan.row_bytes <= settings.in_memory_bytes {
+        (FinishedRows::in_memory(scan.rows), BTreeMap::new())
+    } else {
+        let fingerprint = fingerprint(spec, &scan, &preprocessor, partitions.partition_rows, bucketing)?;
+        let (work, finished) = WorkDir::open(&settings.work_dir, &fingerprint, bucketing)?;
+        (FinishedRows::Spilled(work), finished)
+    };
+    let finished = process(spec, &files, settings, &scan, &preprocessor, &kept, finished, partitions, observer, pool)?;
     let mut counts = PartitionCounts::default();
     let mut boundaries = empty_boundaries(spec, &scan);
     for summary in finished.into_values() {
@@ -528,7 +538,7 @@ pub fn run(
     observer.stage(Stage::Write);
     check_cancel(observer)?;
     let threads = pool.current_num_threads();
-    let outcome = pool.install(|| write(spec, scan, plan, preprocessor, &work, partitions, counts, sink, threads))?;
+    let outcome = pool.install(|| write(spec, scan, plan, preprocessor, kept, partitions, counts, sink, threads))?;
     observer.stage(Stage::Done);
     Ok(outcome)
 }
@@ -646,7 +656,7 @@ fn process(
     settings: &RunSettings,
     scan: &Scan,
     preprocessor: &FittedPreprocessor,
-    work: &WorkDir,
+    kept: &FinishedRows,
     finished: BTreeMap<u64, PartitionSummary>,
     partitions: Partitioning,
     observer: &dyn JobObserver,
@@ -687,8 +697,8 @@ fn process(
                             entry.absorb(part);
                             (entry.seen == partitions.len(partition)).then(|| open.remove(&partition)).flatten()
                         };
-                        if let Some(mut complete) = complete {
-                            work.finish_partition(partition, &mut complete.rows, &complete.summary)?;
+                        if let Some(complete) = complete {
+                            kept.finish_partition(partition, complete.rows, &complete.summary)?;
                             finished.lock().unwrap().insert(partition, complete.summary);
                         }
                         let done = rows_done.fetch_add(done, Ordering::Relaxed) + done;
@@ -750,7 +760,7 @@ fn write(
     scan: Scan,
     plan: SplitPlan,
     preprocessor: FittedPreprocessor,
-    work: &WorkDir,
+    kept: FinishedRows,
     partitions: Partitioning,
     counts: PartitionCounts,
     sink: &dyn ArtifactSink,
@@ -762,23 +772,33 @@ fn write(
     // The splits' parts are stored as they fill, one split's interleaved with
     // the other's; the manifest lists them split by split.
     let mut parts: [Vec<ArtifactEntry>; 2] = Default::default();
-    let runs = (0..partitions.count()).map(|p| work.run_path(p)).collect();
-    let mut shards = ShardCutter::new(read_in_order(runs, work.bucketing())?, &plan, spec.rows_per_part.max(1));
+    let all_in_memory = matches!(kept, FinishedRows::InMemory(_));
+    let mut shards = ShardCutter::new(kept.into_ordered(partitions.count())?, &plan, spec.rows_per_part.max(1));
     let id_column = scan.id_column;
-    map_in_order(
-        &mut shards,
-        threads,
-        |shard| Ok((shard.name, shard.side, shard.rows.len() as u64, parquet_part(&shard.rows, id_column)?)),
-        |(name, side, rows, bytes)| {
-            parts[side as usize].push(ArtifactEntry::describe(&name, &bytes, Some(rows)));
-            sink.put(&name, bytes)
-        },
-    )?;
-    let routed = SplitCounts { train: shards.routed[0], validation: shards.routed[1] };
+    let encode =
+        |shard: Shard| Ok((shard.name, shard.side, shard.rows.len() as u64, parquet_part(&shard.rows, id_column)?));
+    let store = |(name, side, rows, bytes): (String, Side, u64, Vec<u8>)| {
+        parts[side as usize].push(ArtifactEntry::describe(&name, &bytes, Some(rows)));
+        sink.put(&name, bytes)
+    };
+    let (routed, tokens) = if all_in_memory {
+        // Every row is at hand, so every shard is cut first and they are
+        // encoded all at once: in a stream, the shards that fill with the
+        // last rows (the validation split's, mostly) would be encoded alone.
+        let cut = shards.by_ref().collect::<Result<Vec<Shard>>>()?;
+        // Drops the rows' emptied buffer before the encoding's peak.
+        let ShardCutter { routed, tokens, .. } = shards;
+        let encoded = cut.into_par_iter().map(encode).collect::<Result<Vec<_>>>()?;
+        encoded.into_iter().try_for_each(store)?;
+        (routed, tokens)
+    } else {
+        map_in_order(&mut shards, threads, encode, store)?;
+        (shards.routed, shards.tokens)
+    };
+    let routed = SplitCounts { train: routed[0], validation: routed[1] };
     if routed != planned {
         return Err(Error::internal(format!("the parts hold {routed:?}, the split planned {planned:?}")));
     }
-    let tokens = shards.tokens;
     let [mut artifacts, validation_parts] = parts;
     artifacts.extend(validation_parts);
     let mut put = |name: &str, bytes: Vec<u8>| -> Result<()> {

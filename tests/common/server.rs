@@ -15,6 +15,8 @@ pub fn config(data_dir: &std::path::Path) -> ServeConfig {
             batch_rows: 64,
             partition_rows: 150,
             sort_bytes: 64 << 10,
+            // The jobs' rows spill to runs, as a large job's do.
+            in_memory_bytes: 0,
             max_decompressed_bytes: 1 << 30,
             max_compression_ratio: 250,
             hf_endpoint: "http://127.0.0.1:9".into(),
