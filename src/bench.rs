@@ -18,9 +18,10 @@ use serde::Serialize;
 
 use crate::config::CommonConfig;
 use crate::error::{Error, Result};
-use crate::pipeline::artifacts::{IdColumn, ProcessedRow, parquet_part};
+use crate::pipeline::artifacts::{IdColumn, ProcessedRow};
 use crate::pipeline::clean::{CleaningConfig, TextCleaner, default_stopwords};
 use crate::pipeline::ingest::{self, InputSource};
+use crate::pipeline::parquet_part::parquet_part;
 use crate::pipeline::spec::JobSpec;
 use crate::pipeline::split::{ClassTally, RowKey, membership_hash, order_hash};
 use crate::pipeline::tokenize::WordPieceTokenizer;

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -209,45 +208,6 @@ impl IdColumn {
         let all_integers = ids.iter().flatten().all(|id| id.trim().parse::<i64>().is_ok());
         if all_integers { IdColumn::Integer } else { IdColumn::Text }
     }
-}
-
-/// One Parquet part: `id`, `text`, `ids` (list<int32>), `masks` (list<int8>), `targets` (int64).
-pub fn parquet_part(rows: &[ProcessedRow], id_column: IdColumn) -> Result<Vec<u8>> {
-    let tokens: usize = rows.iter().map(|r| r.ids.len()).sum();
-    let mut ids = ListPrimitiveChunkedBuilder::<Int32Type>::new("ids".into(), rows.len(), tokens, DataType::Int32);
-    let mut masks = ListPrimitiveChunkedBuilder::<Int8Type>::new("masks".into(), rows.len(), tokens, DataType::Int8);
-    let mut row_ids: Vec<i32> = Vec::new();
-    let mut ones: Vec<i8> = Vec::new();
-    for row in rows {
-        row_ids.clear();
-        row_ids.extend(row.ids.iter().map(|&id| id as i32));
-        ids.append_slice(&row_ids);
-        ones.resize(row.ids.len(), 1);
-        masks.append_slice(&ones[..row.ids.len()]);
-    }
-    let mut columns: Vec<Column> = Vec::with_capacity(5);
-    match id_column {
-        IdColumn::Absent => {}
-        IdColumn::Integer => {
-            let values: Vec<Option<i64>> =
-                rows.iter().map(|r| r.id.as_deref().and_then(|s| s.trim().parse().ok())).collect();
-            columns.push(Column::new("id".into(), values));
-        }
-        IdColumn::Text => {
-            let values: Vec<Option<&str>> = rows.iter().map(|r| r.id.as_deref()).collect();
-            columns.push(Column::new("id".into(), values));
-        }
-    }
-    let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
-    columns.push(Column::new("text".into(), texts));
-    columns.push(ids.finish().into_series().into());
-    columns.push(masks.finish().into_series().into());
-    let targets: Vec<i64> = rows.iter().map(|r| r.target).collect();
-    columns.push(Column::new("targets".into(), targets));
-    let mut frame = DataFrame::new(rows.len(), columns)?;
-    let mut bytes = Vec::new();
-    ParquetWriter::new(&mut bytes).finish(&mut frame)?;
-    Ok(bytes)
 }
 
 #[cfg(test)]

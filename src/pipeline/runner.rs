@@ -32,6 +32,7 @@ use super::artifacts::*;
 use super::clean::{CleaningConfig, TextCleaner, default_stopwords};
 use super::in_order::map_in_order;
 use super::ingest::{self, ChunkParser, FileDigest, InputSource, RawChunk, ReadSettings, RowBatch};
+use super::parquet_part::parquet_part;
 use super::partitions::{FinishedRows, PartitionCounts, PartitionSummary, WORK_FORMAT, WorkDir};
 use super::preprocessor::{ClassToIndex, FittedPreprocessor};
 use super::pyunicode::UNICODE_VERSION;

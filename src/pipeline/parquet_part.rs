@@ -1,0 +1,305 @@
+//! One Parquet part of a split: `id`, `text`, `ids` (list<int32>),
+//! `masks` (list<int8>), `targets` (int64), in polars' layout and schema.
+//!
+//! Polars encodes the flat columns. The two token lists are encoded here:
+//! polars' general nested writer walks every token through a level iterator
+//! twice, which was most of the write stage's time, while a row's token list
+//! has a fixed shape. A list column of this schema (optional list, optional
+//! item) has repetition level 0 for a row's first token and 1 for the others,
+//! and definition level 3 for every token (1 for an empty list). So a page's
+//! levels are RLE runs, two a row and one for the page's definitions, and its
+//! values are the tokens as they are.
+
+use polars::prelude::*;
+use polars_parquet::parquet::CowBuffer;
+use polars_parquet::parquet::error::ParquetError;
+use polars_parquet::parquet::page::{DataPage, DataPageHeader, DataPageHeaderV1};
+use polars_parquet::parquet::statistics::{PrimitiveStatistics, Statistics};
+use polars_parquet::write::{
+    CompressionOptions, Compressor, Descriptor, DynIter, DynStreamingIterator, Encoding, FallibleStreamingIterator,
+    FileWriter, Page, RowGroupIterColumns, StatisticsOptions, Version, WriteOptions, array_to_columns,
+    get_dtype_encoding, to_parquet_schema,
+};
+
+use super::artifacts::{IdColumn, ProcessedRow};
+use crate::error::{Error, Result};
+
+/// Rows per row group, as polars' own writer cuts them.
+const ROW_GROUP_ROWS: usize = 512 * 512;
+/// Tokens per data page of a list column: 1 MiB of int32, polars' page size.
+const PAGE_TOKENS: usize = 1 << 18;
+/// Definition levels of a token list: an element present, and an empty list.
+const TOKEN_PRESENT: u8 = 3;
+const LIST_EMPTY: u8 = 1;
+
+pub fn parquet_part(rows: &[ProcessedRow], id_column: IdColumn) -> Result<Vec<u8>> {
+    let mut fields = Vec::with_capacity(5);
+    match id_column {
+        IdColumn::Absent => {}
+        IdColumn::Integer => fields.push(Field::new("id".into(), DataType::Int64)),
+        IdColumn::Text => fields.push(Field::new("id".into(), DataType::String)),
+    }
+    fields.push(Field::new("text".into(), DataType::String));
+    fields.push(Field::new("ids".into(), DataType::List(Box::new(DataType::Int32))));
+    fields.push(Field::new("masks".into(), DataType::List(Box::new(DataType::Int8))));
+    fields.push(Field::new("targets".into(), DataType::Int64));
+    let schema = Schema::from_iter(fields).to_arrow(CompatLevel::newest());
+    let parquet_schema = to_parquet_schema(&schema)?;
+    let options = WriteOptions {
+        statistics: StatisticsOptions::default(),
+        version: Version::V1,
+        compression: CompressionOptions::Zstd(None),
+        data_page_size: None,
+    };
+    let encodings: Vec<Vec<Encoding>> = schema.iter_values().map(|f| get_dtype_encoding(&f.dtype)).collect();
+    // Leaf columns in schema order: one per field, the lists' items included.
+    let leaves: Vec<Descriptor> = parquet_schema.columns().iter().map(|c| c.descriptor.clone()).collect();
+    let types = parquet_schema.fields().to_vec();
+
+    let mut bytes = Vec::new();
+    let mut writer = FileWriter::try_new(&mut bytes, schema.clone(), options)?;
+    let mut groups = rows.chunks(ROW_GROUP_ROWS).peekable();
+    // An empty part still has one (empty) row group, as polars writes it.
+    let empty: [&[ProcessedRow]; 1] = [&[]];
+    let groups: Box<dyn Iterator<Item = &[ProcessedRow]>> =
+        if groups.peek().is_none() { Box::new(empty.into_iter()) } else { Box::new(groups) };
+    for group in groups {
+        let mut columns: Vec<RowGroupColumn> = Vec::with_capacity(5);
+        let mut field = 0;
+        let flat = |series: Series, field: &mut usize| -> Result<Vec<RowGroupColumn>> {
+            let array = series.rechunk().to_arrow(0, CompatLevel::newest());
+            let pages = array_to_columns(array, types[*field].clone(), options, &encodings[*field])?;
+            *field += 1;
+            Ok(pages.into_iter().map(|pages| compressed(pages, options)).collect())
+        };
+        match id_column {
+            IdColumn::Absent => {}
+            IdColumn::Integer => {
+                let values: Vec<Option<i64>> =
+                    group.iter().map(|r| r.id.as_deref().and_then(|s| s.trim().parse().ok())).collect();
+                columns.extend(flat(Series::new("id".into(), values), &mut field)?);
+            }
+            IdColumn::Text => {
+                let values: Vec<Option<&str>> = group.iter().map(|r| r.id.as_deref()).collect();
+                columns.extend(flat(Series::new("id".into(), values), &mut field)?);
+            }
+        }
+        let texts: Vec<&str> = group.iter().map(|r| r.text.as_str()).collect();
+        columns.extend(flat(Series::new("text".into(), texts), &mut field)?);
+        // The lists' leaves follow the flat columns before them one for one.
+        let ids_leaf = &leaves[field];
+        let masks_leaf = &leaves[field + 1];
+        columns.push(compressed(token_pages(group, ids_leaf, |id| id as i32)?, options));
+        columns.push(compressed(token_pages(group, masks_leaf, |_| 1)?, options));
+        field += 2;
+        let targets: Vec<i64> = group.iter().map(|r| r.target).collect();
+        columns.extend(flat(Series::new("targets".into(), targets), &mut field)?);
+        writer.write(group.len() as u64, DynIter::new(columns.into_iter()))?;
+    }
+    writer.end(None)?;
+    drop(writer);
+    Ok(bytes)
+}
+
+type RowGroupColumn = <RowGroupIterColumns<'static, PolarsError> as Iterator>::Item;
+
+/// A column's pages, compressed as the file writer takes them.
+fn compressed(
+    pages: impl Iterator<Item = PolarsResult<Page>> + Send + Sync + 'static,
+    options: WriteOptions,
+) -> RowGroupColumn {
+    let pages = pages.map(|page| page.map_err(|e| ParquetError::FeatureNotSupported(e.to_string())));
+    let compressor = Compressor::new(pages, options.compression, vec![]).map_err(PolarsError::from);
+    Ok(DynStreamingIterator::new(compressor))
+}
+
+/// A token list column's data pages (v1, plain values, RLE levels): whole
+/// rows per page, about `PAGE_TOKENS` tokens each.
+fn token_pages(
+    rows: &[ProcessedRow],
+    leaf: &Descriptor,
+    value: impl Fn(u32) -> i32,
+) -> Result<std::vec::IntoIter<PolarsResult<Page>>> {
+    if (leaf.max_def_level, leaf.max_rep_level) != (i16::from(TOKEN_PRESENT), 1) {
+        return Err(Error::internal(format!("a token list's levels are {leaf:?}")));
+    }
+    let mut pages = Vec::new();
+    let mut rest = rows;
+    loop {
+        let mut tokens = 0;
+        let take = rest
+            .iter()
+            .position(|row| {
+                tokens += row.ids.len();
+                tokens > PAGE_TOKENS
+            })
+            .unwrap_or(rest.len())
+            .max(1)
+            .min(rest.len());
+        let (page_rows, after) = rest.split_at(take);
+        rest = after;
+        pages.push(Ok(Page::Data(token_page(page_rows, leaf, &value))));
+        if rest.is_empty() {
+            break;
+        }
+    }
+    Ok(pages.into_iter())
+}
+
+fn token_page(rows: &[ProcessedRow], leaf: &Descriptor, value: &impl Fn(u32) -> i32) -> DataPage {
+    let tokens: usize = rows.iter().map(|r| r.ids.len()).sum();
+    let mut buffer = Vec::with_capacity(4 * tokens + 8 * rows.len() + 32);
+    let mut levels = 0usize;
+
+    // Repetition levels (bit width 1): 0 once a row, 1 for its other tokens.
+    let start = begin_levels(&mut buffer);
+    for row in rows {
+        rle_run(&mut buffer, 1, 0);
+        if row.ids.len() > 1 {
+            rle_run(&mut buffer, row.ids.len() - 1, 1);
+        }
+        levels += row.ids.len().max(1);
+    }
+    end_levels(&mut buffer, start);
+
+    // Definition levels (bit width 2): one run per stretch of non-empty rows.
+    let start = begin_levels(&mut buffer);
+    let mut present = 0;
+    for row in rows {
+        if row.ids.is_empty() {
+            if present > 0 {
+                rle_run(&mut buffer, present, TOKEN_PRESENT);
+                present = 0;
+            }
+            rle_run(&mut buffer, 1, LIST_EMPTY);
+        } else {
+            present += row.ids.len();
+        }
+    }
+    if present > 0 {
+        rle_run(&mut buffer, present, TOKEN_PRESENT);
+    }
+    end_levels(&mut buffer, start);
+
+    let (mut min, mut max) = (i32::MAX, i32::MIN);
+    for row in rows {
+        for &id in &row.ids {
+            let value = value(id);
+            (min, max) = (min.min(value), max.max(value));
+            buffer.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    // The file's other columns carry statistics, and a column chunk's come
+    // from its pages: every page must have them.
+    let statistics = PrimitiveStatistics {
+        primitive_type: leaf.primitive_type.clone(),
+        null_count: Some(0),
+        distinct_count: None,
+        min_value: (tokens > 0).then_some(min),
+        max_value: (tokens > 0).then_some(max),
+    };
+    let header = DataPageHeaderV1 {
+        num_values: levels as i32,
+        encoding: Encoding::Plain.into(),
+        definition_level_encoding: Encoding::Rle.into(),
+        repetition_level_encoding: Encoding::Rle.into(),
+        statistics: Some(Statistics::Int32(statistics).serialize()),
+    };
+    DataPage::new(DataPageHeader::V1(header), CowBuffer::Owned(buffer), leaf.clone(), rows.len())
+}
+
+/// Levels in a v1 page are prefixed by their length in bytes (4, LE).
+fn begin_levels(buffer: &mut Vec<u8>) -> usize {
+    buffer.extend_from_slice(&[0; 4]);
+    buffer.len()
+}
+
+fn end_levels(buffer: &mut [u8], start: usize) {
+    let length = (buffer.len() - start) as u32;
+    buffer[start - 4..start].copy_from_slice(&length.to_le_bytes());
+}
+
+/// One RLE run of the hybrid encoding, for bit widths up to 8: the run's
+/// length shifted left once (ULEB128), then the value in one byte.
+fn rle_run(buffer: &mut Vec<u8>, count: usize, value: u8) {
+    let mut header = (count as u64) << 1;
+    loop {
+        let byte = (header & 0x7f) as u8;
+        header >>= 7;
+        if header == 0 {
+            buffer.push(byte);
+            break;
+        }
+        buffer.push(byte | 0x80);
+    }
+    buffer.push(value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(n: usize, tokens: usize) -> ProcessedRow {
+        ProcessedRow {
+            order: (n as u64, n as u64),
+            split_hash: 0,
+            id: (!n.is_multiple_of(5)).then(|| format!(" {n}")),
+            text: format!("text {n}"),
+            ids: (0..tokens).map(|t| (n * 7 + t) as u32 % 30_522).collect(),
+            target: (n % 4) as i64,
+        }
+    }
+
+    fn read_back(bytes: Vec<u8>) -> DataFrame {
+        ParquetReader::new(std::io::Cursor::new(bytes)).finish().unwrap()
+    }
+
+    fn lists<T: PolarsNumericType>(frame: &DataFrame, column: &str) -> Vec<Vec<T::Native>> {
+        let lists = frame.column(column).unwrap().list().unwrap();
+        (0..lists.len())
+            .map(|i| lists.get_as_series(i).unwrap().unpack::<T>().unwrap().into_no_null_iter().collect())
+            .collect()
+    }
+
+    #[test]
+    fn token_lists_read_back_across_pages_row_groups_and_empty_lists() {
+        // Long rows cross the pages' token budget; empty lists (which a
+        // max_length of 0 would give) sit between and at the ends of stretches.
+        let mut rows: Vec<ProcessedRow> =
+            (0..2_000).map(|n| row(n, if n % 97 == 3 { 0 } else { 1 + n % 300 })).collect();
+        rows.push(row(2_000, 0));
+        // Enough two-token rows for a second row group.
+        rows.extend((2_001..ROW_GROUP_ROWS + 10).map(|n| row(n, 2)));
+        let frame = read_back(parquet_part(&rows, IdColumn::Integer).unwrap());
+        assert_eq!(frame.get_column_names(), ["id", "text", "ids", "masks", "targets"]);
+        assert_eq!(frame.height(), rows.len());
+        let ids = lists::<Int32Type>(&frame, "ids");
+        let masks = lists::<Int8Type>(&frame, "masks");
+        for (i, row) in rows.iter().enumerate() {
+            let expected: Vec<i32> = row.ids.iter().map(|&id| id as i32).collect();
+            assert_eq!(ids[i], expected, "row {i}");
+            assert_eq!(masks[i], vec![1i8; row.ids.len()], "row {i}");
+        }
+        let read_ids = frame.column("id").unwrap().i64().unwrap().clone();
+        let read_ids: Vec<Option<i64>> = (0..read_ids.len()).map(|i| read_ids.get(i)).collect();
+        let expected_ids: Vec<Option<i64>> =
+            rows.iter().map(|r| r.id.as_ref().map(|s| s.trim().parse().unwrap())).collect();
+        assert_eq!(read_ids, expected_ids);
+        let targets: Vec<i64> = frame.column("targets").unwrap().i64().unwrap().into_no_null_iter().collect();
+        assert_eq!(targets, rows.iter().map(|r| r.target).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_empty_part_keeps_the_schema() {
+        for (id_column, names) in [
+            (IdColumn::Text, &["id", "text", "ids", "masks", "targets"][..]),
+            (IdColumn::Absent, &["text", "ids", "masks", "targets"][..]),
+        ] {
+            let frame = read_back(parquet_part(&[], id_column).unwrap());
+            assert_eq!(frame.height(), 0);
+            assert_eq!(frame.get_column_names(), names);
+            assert_eq!(frame.column("ids").unwrap().dtype(), &DataType::List(Box::new(DataType::Int32)));
+            assert_eq!(frame.column("masks").unwrap().dtype(), &DataType::List(Box::new(DataType::Int8)));
+        }
+    }
+}
