@@ -89,8 +89,8 @@ pub fn parquet_part(rows: &[ProcessedRow], id_column: IdColumn) -> Result<Vec<u8
         // The lists' leaves follow the flat columns before them one for one.
         let ids_leaf = &leaves[field];
         let masks_leaf = &leaves[field + 1];
-        columns.push(compressed(token_pages(group, ids_leaf, |id| id as i32)?, options));
-        columns.push(compressed(token_pages(group, masks_leaf, |_| 1)?, options));
+        columns.push(compressed(token_pages(group, ids_leaf, TokenValues::Ids)?, options));
+        columns.push(compressed(token_pages(group, masks_leaf, TokenValues::Ones)?, options));
         field += 2;
         let targets: Vec<i64> = group.iter().map(|r| r.target).collect();
         columns.extend(flat(Series::new("targets".into(), targets), &mut field)?);
@@ -113,12 +113,21 @@ fn compressed(
     Ok(DynStreamingIterator::new(compressor))
 }
 
+/// What a token list column holds for each token.
+#[derive(Clone, Copy)]
+enum TokenValues {
+    /// The token's id.
+    Ids,
+    /// 1: the attention mask of a real token.
+    Ones,
+}
+
 /// A token list column's data pages (v1, plain values, RLE levels): whole
 /// rows per page, about `PAGE_TOKENS` tokens each.
 fn token_pages(
     rows: &[ProcessedRow],
     leaf: &Descriptor,
-    value: impl Fn(u32) -> i32,
+    values: TokenValues,
 ) -> Result<std::vec::IntoIter<PolarsResult<Page>>> {
     if (leaf.max_def_level, leaf.max_rep_level) != (i16::from(TOKEN_PRESENT), 1) {
         return Err(Error::internal(format!("a token list's levels are {leaf:?}")));
@@ -138,7 +147,7 @@ fn token_pages(
             .min(rest.len());
         let (page_rows, after) = rest.split_at(take);
         rest = after;
-        pages.push(Ok(Page::Data(token_page(page_rows, leaf, &value))));
+        pages.push(Ok(Page::Data(token_page(page_rows, leaf, values))));
         if rest.is_empty() {
             break;
         }
@@ -146,7 +155,7 @@ fn token_pages(
     Ok(pages.into_iter())
 }
 
-fn token_page(rows: &[ProcessedRow], leaf: &Descriptor, value: &impl Fn(u32) -> i32) -> DataPage {
+fn token_page(rows: &[ProcessedRow], leaf: &Descriptor, values: TokenValues) -> DataPage {
     let tokens: usize = rows.iter().map(|r| r.ids.len()).sum();
     let mut buffer = Vec::with_capacity(4 * tokens + 8 * rows.len() + 32);
     let mut levels = 0usize;
@@ -181,12 +190,28 @@ fn token_page(rows: &[ProcessedRow], leaf: &Descriptor, value: &impl Fn(u32) -> 
     }
     end_levels(&mut buffer, start);
 
+    // Plain int32, little-endian. Written into a sized slice a row at a
+    // time, which compiles to vector moves; pushed a token at a time, it
+    // did not.
     let (mut min, mut max) = (i32::MAX, i32::MIN);
+    let start = buffer.len();
+    buffer.resize(start + 4 * tokens, 0);
+    let mut out = buffer[start..].chunks_exact_mut(4);
     for row in rows {
-        for &id in &row.ids {
-            let value = value(id);
-            (min, max) = (min.min(value), max.max(value));
-            buffer.extend_from_slice(&value.to_le_bytes());
+        match values {
+            TokenValues::Ids => {
+                // The row's ids lead the zip, so no slot is taken past them.
+                for (&id, slot) in row.ids.iter().zip(out.by_ref()) {
+                    slot.copy_from_slice(&(id as i32).to_le_bytes());
+                }
+                let ids = row.ids.iter().map(|&id| id as i32);
+                min = ids.clone().fold(min, i32::min);
+                max = ids.fold(max, i32::max);
+            }
+            TokenValues::Ones => {
+                out.by_ref().take(row.ids.len()).for_each(|slot| slot.copy_from_slice(&1i32.to_le_bytes()));
+                (min, max) = (1, 1);
+            }
         }
     }
     // The file's other columns carry statistics, and a column chunk's come
