@@ -92,8 +92,11 @@ async fn run_matches_the_service_byte_for_byte_at_any_parallelism() {
         ("1", "1000000", "1000000", "100000000", "0"),
         ("2", "64", "100", "60000", "0"),
         ("7", "5", "37", "2000", "0"),
+        // Read once, the rows kept in memory.
         ("2", "64", "100", "60000", "100000000"),
         ("7", "5", "37", "2000", "100000000"),
+        // Read once until the rows outgrow the budget, then again in two passes.
+        ("2", "64", "100", "60000", "100000"),
     ];
     let mut runs = Vec::new();
     for (workers, batch_rows, partition_rows, sort_bytes, in_memory_bytes) in matrix {
@@ -164,6 +167,11 @@ fn many_files_read_as_one_dataset_whatever_the_listing_order() {
         outputs.push(prepd_run(parts.to_str().unwrap(), &out, &config, &vocab, &settings));
     }
     assert_same_files(&outputs[0], &outputs[1], "listing order");
+    // Read once with the rows in memory (above), or twice and spilled.
+    let spilled = [("PREPD_WORKERS", "2"), ("PREPD_PARTITION_ROWS", "90"), ("PREPD_IN_MEMORY_BYTES", "0")];
+    let parts = dir.path().join("parts-0");
+    let twice = prepd_run(parts.to_str().unwrap(), &dir.path().join("out-twice"), &config, &vocab, &spilled);
+    assert_same_files(&outputs[0], &twice, "one pass or two");
 
     let manifest: Value = serde_json::from_slice(&outputs[0]["manifest.json"]).unwrap();
     let names: Vec<&str> =

@@ -123,6 +123,14 @@ impl FittedPreprocessor {
         &self.config.class_to_index
     }
 
+    /// The same preprocessor with the class mapping a job learned after its
+    /// texts were encoded (a job read in one pass learns its classes as it
+    /// encodes).
+    pub fn with_class_to_index(mut self, class_to_index: ClassToIndex) -> Self {
+        self.config.class_to_index = class_to_index;
+        self
+    }
+
     pub fn clean(&self, joined_text: &str) -> String {
         self.cleaner.clean(joined_text)
     }

@@ -30,11 +30,11 @@ use utoipa::ToSchema;
 
 use super::artifacts::*;
 use super::clean::{CleaningConfig, TextCleaner, default_stopwords};
-use super::in_order::map_in_order;
+use super::in_order::{map_in_order, map_in_order_on_pool};
 use super::ingest::{self, ChunkParser, FileDigest, InputSource, RawChunk, ReadSettings, RowBatch};
 use super::parquet_part::parquet_part;
 use super::partitions::{FinishedRows, PartitionCounts, PartitionSummary, WORK_FORMAT, WorkDir};
-use super::preprocessor::{ClassToIndex, FittedPreprocessor};
+use super::preprocessor::{ClassToIndex, EncodedText, FittedPreprocessor};
 use super::pyunicode::UNICODE_VERSION;
 use super::sorted_runs::Bucketing;
 use super::spec::{InputFormat, JobSpec, NullLabelPolicy, TokenizerSpec};
@@ -478,37 +478,54 @@ pub fn run(
         })
         .collect();
 
-    observer.stage(Stage::Ingest);
-    let scan = scan(spec, &mut files, settings, observer, pool)?;
-
-    observer.stage(Stage::Split);
-    let split_first = match tokenizer {
-        TokenizerPlan::Train { .. } => Some(SplitPlan::by_pass(spec, &files, settings, &scan, observer, pool)?),
-        TokenizerPlan::Ready(_) => None,
-    };
-
-    observer.stage(Stage::Fit);
     let cleaning = CleaningConfig {
         enabled: spec.cleaning.enabled,
         stopwords: spec.cleaning.stopwords.clone().unwrap_or_else(default_stopwords),
     };
-    let (tokenizer, tokenizer_source) = match tokenizer {
-        TokenizerPlan::Ready(tokenizer) => (*tokenizer, spec.tokenizer.clone()),
-        TokenizerPlan::Train { vocab_size } => {
+    let fit = |classes: ClassToIndex, source: TokenizerSpec, tokenizer: WordPieceTokenizer| {
+        let (texts, label) = (spec.text_columns.clone(), spec.label_column.clone());
+        FittedPreprocessor::fit(texts, label, cleaning.clone(), classes, source, tokenizer, spec.max_length)
+    };
+    // A given tokenizer encodes before the classes are known; the mapping is
+    // set once they are. One to train learns from the train rows, so the
+    // split must be known first.
+    let (unmapped, train_vocab_size) = match tokenizer {
+        TokenizerPlan::Ready(tokenizer) => (Some(fit(ClassToIndex::new(), spec.tokenizer.clone(), *tokenizer)?), None),
+        TokenizerPlan::Train { vocab_size } => (None, Some(vocab_size)),
+    };
+    if let Some(unmapped) = &unmapped
+        && settings.in_memory_bytes > 0
+    {
+        // The pass is the ingest and the processing at once: the stages
+        // before it take no time of their own.
+        for stage in [Stage::Ingest, Stage::Split, Stage::Fit, Stage::Process] {
+            observer.stage(stage);
+        }
+        if let Some(outcome) = run_in_one_pass(spec, &mut files, settings, unmapped, sink, observer, pool)? {
+            return Ok(outcome);
+        }
+        tracing::info!("the processed rows outgrew PREPD_IN_MEMORY_BYTES: reading the input again, spilling");
+    }
+
+    observer.stage(Stage::Ingest);
+    let scan = scan(spec, &mut files, settings, observer, pool)?;
+
+    observer.stage(Stage::Split);
+    let split_first = match train_vocab_size {
+        Some(_) => Some(SplitPlan::by_pass(spec, &files, settings, &scan, observer, pool)?),
+        None => None,
+    };
+
+    observer.stage(Stage::Fit);
+    let preprocessor = match (unmapped, train_vocab_size) {
+        (Some(unmapped), _) => unmapped.with_class_to_index(class_to_index(&scan)),
+        (None, Some(vocab_size)) => {
             let plan = split_first.as_ref().ok_or_else(|| Error::internal("no split to train a tokenizer on"))?;
             let trained = train_tokenizer(spec, &files, settings, &scan, plan, &cleaning, vocab_size)?;
-            (trained, TokenizerSpec::Train { vocab_size })
+            fit(class_to_index(&scan), TokenizerSpec::Train { vocab_size }, trained)?
         }
+        (None, None) => return Err(Error::internal("neither a tokenizer nor one to train")),
     };
-    let preprocessor = FittedPreprocessor::fit(
-        spec.text_columns.clone(),
-        spec.label_column.clone(),
-        cleaning,
-        class_to_index(&scan),
-        tokenizer_source,
-        tokenizer,
-        spec.max_length,
-    )?;
 
     observer.stage(Stage::Process);
     let partitions = Partitioning { rows: scan.rows, partition_rows: settings.partition_rows.max(1) };
@@ -527,6 +544,32 @@ pub fn run(
         counts.add(&summary.counts);
         merge_boundaries(&mut boundaries, summary.boundaries);
     }
+    let processed = Processed { scan, kept, counts, boundaries };
+    split_and_write(spec, processed, split_first, preprocessor, partitions, sink, observer, pool)
+}
+
+/// Every row processed, and what the split needs of them.
+struct Processed {
+    scan: Scan,
+    kept: FinishedRows,
+    counts: PartitionCounts,
+    /// Every row offered.
+    boundaries: Vec<Boundary>,
+}
+
+/// Decides the split from the rows' offers, then writes the splits and the documents.
+#[allow(clippy::too_many_arguments)]
+fn split_and_write(
+    spec: &JobSpec,
+    processed: Processed,
+    split_first: Option<SplitPlan>,
+    preprocessor: FittedPreprocessor,
+    partitions: Partitioning,
+    sink: &dyn ArtifactSink,
+    observer: &dyn JobObserver,
+    pool: &rayon::ThreadPool,
+) -> Result<JobOutcome> {
+    let Processed { scan, kept, counts, boundaries } = processed;
     let plan = SplitPlan::from_boundaries(spec, boundaries);
     if split_first.is_some_and(|first| first.by_class != plan.by_class) {
         return Err(Error::internal("the split offered by the rows processed differs from the one planned first"));
@@ -542,6 +585,234 @@ pub fn run(
     let outcome = pool.install(|| write(spec, scan, plan, preprocessor, kept, partitions, counts, sink, threads))?;
     observer.stage(Stage::Done);
     Ok(outcome)
+}
+
+/// A job that fits in memory reads its input once: each chunk is parsed,
+/// cleaned and tokenized on the workers, then its rows are numbered and
+/// tallied in order (what the scan does on its own otherwise) and kept.
+/// Once every row is in, the classes are numbered, every row is offered to
+/// its class's boundary, and the splits are written from memory. The output
+/// is the same as two passes give: only the order in which the work is done
+/// differs. `None` when the rows outgrow the memory budget (the job then
+/// reads the input again, in two passes, and spills).
+fn run_in_one_pass(
+    spec: &JobSpec,
+    files: &mut [FileRef<'_>],
+    settings: &RunSettings,
+    unmapped: &FittedPreprocessor,
+    sink: &dyn ArtifactSink,
+    observer: &dyn JobObserver,
+    pool: &rayon::ThreadPool,
+) -> Result<Option<JobOutcome>> {
+    // The rows are counted as they are read: the total is known at the end.
+    observer.progress(0, 0);
+    let mut pass = OnePass::default();
+    for file in files.iter_mut() {
+        file.first_position = pass.rows;
+        match pass.read_file(spec, file, settings, unmapped, observer, pool) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) => return Err(file.locate(e)),
+        }
+        file.rows = pass.rows - file.first_position;
+    }
+    if pass.rows == 0 {
+        return Err(Error::bad_input(InputLocation::default(), "the input has a header but no data rows"));
+    }
+    if pass.labels.is_empty() {
+        return Err(Error::bad_input(InputLocation::column(&spec.label_column), "every label is null"));
+    }
+    pass.null_label_rows.truncate(NULL_LABEL_SAMPLE);
+
+    // Classes were numbered as first seen; a class's number is its rank
+    // among the sorted labels.
+    let mut by_label: Vec<u32> = (0..pass.labels.len() as u32).collect();
+    by_label.sort_by(|&a, &b| pass.labels[a as usize].cmp(&pass.labels[b as usize]));
+    let mut renumbered = vec![0i64; by_label.len()];
+    for (rank, &first_seen) in by_label.iter().enumerate() {
+        renumbered[first_seen as usize] = rank as i64;
+    }
+    let labels: Vec<String> = by_label.iter().map(|&c| std::mem::take(&mut pass.labels[c as usize])).collect();
+    let tallies: Vec<ClassTally> = by_label.iter().map(|&c| std::mem::take(&mut pass.tallies[c as usize])).collect();
+    let scan = Scan {
+        input: InputSummary::of_files(pass.input_files),
+        rows: pass.rows,
+        class_numbers: labels.iter().enumerate().map(|(n, l)| (l.clone(), n as u32)).collect(),
+        labels,
+        tallies,
+        null_label_rows: pass.null_label_rows,
+        skipped: pass.skipped,
+        id_column: pass.id_column.unwrap_or(IdColumn::Absent),
+        row_bytes: pass.row_bytes,
+    };
+    let empty = empty_boundaries(spec, &scan);
+    let mut rows = pass.kept;
+    let boundaries = pool.install(|| {
+        rows.par_iter_mut().for_each(|row| row.target = renumbered[row.target as usize]);
+        rows.par_chunks(1 << 14)
+            .fold(
+                || empty.clone(),
+                |mut boundaries, chunk| {
+                    chunk.iter().for_each(|row| boundaries[row.target as usize].offer(row.split_hash, row.order.1));
+                    boundaries
+                },
+            )
+            .reduce(
+                || empty.clone(),
+                |mut into, from| {
+                    merge_boundaries(&mut into, from);
+                    into
+                },
+            )
+    });
+    observer.progress(pass.counts.rows, pass.counts.rows);
+    let preprocessor = unmapped.clone().with_class_to_index(class_to_index(&scan));
+    let partitions = Partitioning { rows: scan.rows, partition_rows: settings.partition_rows.max(1) };
+    let kept = FinishedRows::InMemory(Mutex::new(rows));
+    let processed = Processed { scan, kept, counts: pass.counts, boundaries };
+    split_and_write(spec, processed, None, preprocessor, partitions, sink, observer, pool).map(Some)
+}
+
+/// What the one pass has learned and kept so far, over the files read.
+#[derive(Default)]
+struct OnePass {
+    /// Rows read, null labels included: the next row's position.
+    rows: u64,
+    /// In the order first seen; rows' targets are these numbers until the end.
+    labels: Vec<String>,
+    class_of: AHashMap<String, u32>,
+    tallies: Vec<ClassTally>,
+    kept: Vec<ProcessedRow>,
+    counts: PartitionCounts,
+    input_files: Vec<InputFile>,
+    null_label_rows: Vec<u64>,
+    skipped: u64,
+    /// The files' agreed id column, once a file is read.
+    id_column: Option<IdColumn>,
+    row_bytes: u64,
+}
+
+impl OnePass {
+    /// Reads one file; `false` when the rows outgrew the memory budget.
+    fn read_file(
+        &mut self,
+        spec: &JobSpec,
+        file: &FileRef<'_>,
+        settings: &RunSettings,
+        unmapped: &FittedPreprocessor,
+        observer: &dyn JobObserver,
+        pool: &rayon::ThreadPool,
+    ) -> Result<bool> {
+        let threads = pool.current_num_threads();
+        let (format, compression) = InputFormat::resolve(spec.format, file.source.name())?;
+        let file_checksum = if ingest::digest_as_read(format, compression) {
+            Checksum::AsRead(Arc::default())
+        } else {
+            Checksum::ReadFirst(checksum(file.source, observer)?)
+        };
+        let digest = match &file_checksum {
+            Checksum::AsRead(digest) => Some(digest.clone()),
+            Checksum::ReadFirst(_) => None,
+        };
+        let opened = ingest::open_chunks_counting(file.source, spec, settings.read, digest)?;
+        let mut id_column = if opened.columns.id.is_some() { IdColumn::Integer } else { IdColumn::Absent };
+        let parser = &opened.parser;
+        let mut file_rows = 0u64;
+        let mut outgrown = false;
+        // Parsing and encoding, the expensive part, run on the workers; a
+        // row's position (and so its hashes) is known in order only.
+        let encode = |chunk: RawChunk| -> Result<(RowBatch, Vec<Option<EncodedText>>)> {
+            let batch = parser.parse(chunk, 0)?;
+            let encoded = batch
+                .labels
+                .iter()
+                .zip(&batch.texts)
+                .map(|(label, text)| match label.as_deref() {
+                    Some(label) if !label.is_empty() => unmapped.encode_text(text).map(Some),
+                    _ => Ok(None),
+                })
+                .collect::<Result<_>>()?;
+            Ok((batch, encoded))
+        };
+        // Chunks in flight beyond the workers keep them busy while this
+        // thread, which shares the cores, catches up with the rows in order.
+        let read = map_in_order_on_pool(pool, opened.chunks, 4 * threads, encode, |(mut batch, encoded)| {
+            check_cancel(observer)?;
+            batch.first_position = file_rows;
+            file_rows += batch.len() as u64;
+            if let Some(ids) = &batch.ids {
+                id_column = id_column.max(IdColumn::of_ids(ids));
+            }
+            self.row_bytes += 2 * batch.text_bytes;
+            for (i, encoded) in encoded.into_iter().enumerate() {
+                let row = batch.first_position + i as u64;
+                let Some(encoded) = encoded else {
+                    if spec.null_labels == NullLabelPolicy::Error {
+                        return Err(Error::bad_input(
+                            InputLocation::cell(row + 1, &spec.label_column),
+                            "null or empty label (set \"null_labels\": \"skip\" to leave such rows out)",
+                        ));
+                    }
+                    if self.null_label_rows.len() < NULL_LABEL_SAMPLE {
+                        self.null_label_rows.push(file.first_position + row + 1);
+                    }
+                    self.skipped += 1;
+                    continue;
+                };
+                let label = batch.labels[i].as_deref().unwrap_or_default();
+                let class = match self.class_of.get(label) {
+                    Some(&class) => class,
+                    None => {
+                        let class = self.labels.len() as u32;
+                        self.labels.push(label.to_string());
+                        self.class_of.insert(label.to_string(), class);
+                        self.tallies.push(ClassTally::default());
+                        class
+                    }
+                };
+                let key = file.row_key(&batch, i);
+                let split_hash = membership_hash(spec.seed, key);
+                let order = (order_hash(spec.seed, key), file.first_position + row);
+                self.tallies[class as usize].add(split_hash);
+                self.counts.rows += 1;
+                self.counts.empty_cleaned_texts += u64::from(encoded.cleaned.is_empty());
+                self.counts.truncated_rows += u64::from(encoded.truncated);
+                self.row_bytes += ROW_OVERHEAD_BYTES;
+                self.kept.push(ProcessedRow {
+                    order,
+                    split_hash,
+                    id: batch.ids.as_mut().and_then(|ids| ids[i].take()),
+                    text: encoded.cleaned,
+                    ids: encoded.ids,
+                    target: i64::from(class),
+                });
+            }
+            if self.row_bytes > settings.in_memory_bytes {
+                // Not an error: the caller starts over in two passes.
+                outgrown = true;
+                return Err(Error::Cancelled);
+            }
+            Ok(())
+        });
+        if outgrown {
+            return Ok(false);
+        }
+        read?;
+        self.rows += file_rows;
+        self.id_column = Some(self.id_column.map_or(id_column, |agreed| agreed.max(id_column)));
+        let (bytes, sha256) = match file_checksum {
+            Checksum::ReadFirst(taken) => taken,
+            Checksum::AsRead(digest) => std::mem::take(&mut *digest.lock().unwrap()).finish(),
+        };
+        self.input_files.push(InputFile {
+            name: file.source.name().to_string(),
+            format,
+            bytes,
+            sha256,
+            rows: file_rows,
+        });
+        Ok(true)
+    }
 }
 
 /// Everything a partition's bytes depend on.
