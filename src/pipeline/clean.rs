@@ -7,7 +7,6 @@
 //!    `strip()`: together, the ASCII alphanumeric words joined by one space;
 //! 7. `re.sub(r"http\S+", "", text)`, with no second strip.
 
-use ahash::AHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::pyunicode::{is_space, is_word, push_lower};
@@ -43,30 +42,48 @@ impl Default for CleaningConfig {
 /// the alternation's leftmost-first choice.
 #[derive(Debug, Clone)]
 struct StopwordIndex {
-    by_head: AHashMap<String, Vec<String>>,
+    /// Heads, each with its stopwords in list order, by the head's length
+    /// in bytes and first byte (`len * 256 + byte`): a run of word
+    /// characters (most are not stopwords) is looked up without hashing it,
+    /// among the one or two heads of its shape.
+    by_shape: Vec<Vec<(String, Vec<String>)>>,
     /// No run of word characters longer than this can start a stopword.
     longest_head: usize,
 }
 
 impl StopwordIndex {
     fn new(stopwords: &[String]) -> Self {
-        let mut by_head: AHashMap<String, Vec<String>> = AHashMap::new();
+        let mut by_head: Vec<(String, Vec<String>)> = Vec::new();
         for word in stopwords {
             let head_end = word.find(|c: char| !is_word(c)).unwrap_or(word.len());
-            by_head.entry(word[..head_end].to_string()).or_default().push(word.clone());
+            let head = &word[..head_end];
+            match by_head.iter_mut().find(|(h, _)| h == head) {
+                Some((_, words)) => words.push(word.clone()),
+                None => by_head.push((head.to_string(), vec![word.clone()])),
+            }
         }
-        let longest_head = by_head.keys().map(String::len).max().unwrap_or(0);
-        Self { by_head, longest_head }
+        let longest_head = by_head.iter().map(|(h, _)| h.len()).max().unwrap_or(0);
+        let mut by_shape = vec![Vec::new(); (longest_head + 1) * 256];
+        for (head, words) in by_head {
+            // An empty head (a stopword starting with a non-word character)
+            // can never match: a run is never empty.
+            if let Some(&first) = head.as_bytes().first() {
+                by_shape[head.len() * 256 + usize::from(first)].push((head, words));
+            }
+        }
+        Self { by_shape, longest_head }
     }
 
     /// The length of the stopword that matches at the start of `rest`, whose
     /// first `run_len` bytes are a maximal run of word characters.
     #[inline]
     fn match_at(&self, rest: &str, run_len: usize) -> Option<usize> {
-        if run_len > self.longest_head {
+        if run_len > self.longest_head || run_len == 0 {
             return None;
         }
-        let candidates = self.by_head.get(&rest[..run_len])?;
+        let head = &rest.as_bytes()[..run_len];
+        let shape = &self.by_shape[run_len * 256 + usize::from(head[0])];
+        let (_, candidates) = shape.iter().find(|(h, _)| h.as_bytes() == head)?;
         candidates.iter().find_map(|word| {
             let ends_on_boundary = || !rest[word.len()..].chars().next().is_some_and(is_word);
             (rest.starts_with(word.as_str()) && ends_on_boundary()).then_some(word.len())
@@ -123,8 +140,15 @@ impl TextCleaner {
                     at += bytes[at..].iter().take_while(|&&b| is_ascii_space(b)).count();
                 }
                 None => {
-                    for word in lowered[at..at + run_len].split('_').filter(|w| !w.is_empty()) {
-                        push_word_without_link(word, words, &mut out);
+                    let run = &lowered[at..at + run_len];
+                    if run.as_bytes().contains(&b'_') {
+                        for word in run.split('_').filter(|w| !w.is_empty()) {
+                            push_word_without_link(word, words, &mut out);
+                            words += 1;
+                        }
+                    } else {
+                        // Most runs are one word: no splitter set up for them.
+                        push_word_without_link(run, words, &mut out);
                         words += 1;
                     }
                     at += run_len;
@@ -207,10 +231,19 @@ fn push_word_without_link(word: &str, index: usize, out: &mut String) {
     }
 }
 
-/// `is_word` for one ASCII byte.
+/// `is_word` for one ASCII byte: a table, as the scan asks it of every byte.
 #[inline]
 fn is_ascii_word(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || byte == b'_'
+    const WORD: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut byte = 0;
+        while byte < 256 {
+            table[byte] = (byte as u8).is_ascii_alphanumeric() || byte == b'_' as usize;
+            byte += 1;
+        }
+        table
+    };
+    WORD[usize::from(byte)]
 }
 
 /// `is_space` for one ASCII byte.
