@@ -33,9 +33,10 @@ pub struct CommonConfig {
     /// rows wait on disk, bucketed by their seeded order, until then).
     #[arg(long, env = "PREPD_SORT_BYTES", default_value_t = 48 << 20)]
     pub sort_bytes: u64,
-    /// A job whose processed rows take at most this many bytes keeps them in
-    /// memory instead of spilling them to its work directory: faster, but
-    /// such a job, cut off, starts over instead of resuming (0: always spill).
+    /// A job whose processed rows take at most this many bytes reads its
+    /// input once and keeps them in memory instead of spilling them to its
+    /// work directory: faster, but such a job, cut off, starts over instead
+    /// of resuming (0: always two reads and spilled rows).
     #[arg(long, env = "PREPD_IN_MEMORY_BYTES", default_value_t = 512 << 20)]
     pub in_memory_bytes: u64,
     /// Largest size a compressed input (`.gz`, `.zst`) may decompress to.

@@ -381,3 +381,52 @@ async fn appended_rows_keep_their_side_in_stable_mode() {
     }
     server.stop().await;
 }
+
+/// A job small enough for memory reads its input once; the same job made to
+/// spill reads it twice. Their artifacts are the same bytes, and the job
+/// read once still reports every stage, its progress and what it skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_read_once_writes_what_a_job_read_twice_does() {
+    let mut rows = data::course_rows(600, 17);
+    for i in [0, 7, 333, 599] {
+        rows[i].tag = String::new();
+    }
+    let csv = data::to_csv(&rows).into_bytes();
+    let spec = json!({"null_labels": "skip", "rows_per_part": 100, "seed": 7});
+    let twice = TestServer::start().await;
+    let once = TestServer::start_with(|c| c.common.in_memory_bytes = 64 << 20).await;
+    let mut jobs = Vec::new();
+    for server in [&twice, &once] {
+        let job = server.run_job("d.csv", csv.clone(), Some(spec.clone()), Some(data::vocab())).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        jobs.push(job);
+    }
+    let read_once = &jobs[1];
+    assert_eq!(read_once["progress"]["rows_done"], 596, "{read_once}");
+    assert_eq!(read_once["progress"]["rows_total"], 596, "{read_once}");
+    for stage in ["ingest", "split", "fit", "process", "write"] {
+        assert!(read_once["timings"]["stages"][stage].is_number(), "{stage} timing: {read_once}");
+    }
+    let listed: Value = twice
+        .client
+        .get(twice.url(&format!("/jobs/{}/artifacts", jobs[0]["id"].as_str().unwrap())))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> =
+        listed["artifacts"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"val/part-00001.parquet"), "{names:?}");
+    for name in names {
+        let (a, b) = (jobs[0]["id"].as_str().unwrap(), jobs[1]["id"].as_str().unwrap());
+        assert!(twice.artifact(a, name).await == once.artifact(b, name).await, "{name} differs");
+    }
+    let report: Value =
+        serde_json::from_slice(&once.artifact(jobs[1]["id"].as_str().unwrap(), "report.json").await).unwrap();
+    assert_eq!(report["rows"]["skipped"], 4, "{report}");
+    assert_eq!(report["null_label_rows"], json!([1, 8, 334, 600]), "{report}");
+    twice.stop().await;
+    once.stop().await;
+}

@@ -4,12 +4,16 @@
 //! its class's split boundary, decide the stratified split from those
 //! offers, write the splits, then the documents, the manifest last.
 //!
-//! A dataset is one file or several; each pass takes the files in parallel,
-//! and a file's batches in parallel too. Rows are numbered across the files
-//! in the order given (by path), so nothing depends on which worker or file
-//! finishes first. Finished partitions are kept in memory when the job's
-//! rows fit the memory budget; otherwise in the job's work directory, and a
-//! later run with the same directory resumes from them.
+//! A job whose rows fit the memory budget does the scan and the processing
+//! in one pass instead ([`run_in_one_pass`]), with the same result.
+//!
+//! A dataset is one file or several; each pass takes the files in parallel
+//! (the one pass, in order), and a file's batches in parallel too. Rows are
+//! numbered across the files in the order given (by path), so nothing
+//! depends on which worker or file finishes first. Finished partitions are
+//! kept in memory when the job's rows fit the memory budget; otherwise in
+//! the job's work directory, and a later run with the same directory
+//! resumes from them.
 //!
 //! Synchronous and free of I/O other than the input files, the work
 //! directory and the artifact sink it is given.
@@ -83,9 +87,10 @@ pub struct RunSettings {
     /// Rows (as held in memory) the write stage sorts at once: the splits'
     /// rows are bucketed by their order so that one bucket is about this big.
     pub sort_bytes: u64,
-    /// A job whose processed rows take at most this much memory keeps them
-    /// there instead of spilling them to the work directory: faster, but
-    /// such a job, cut off, starts over instead of resuming.
+    /// A job whose processed rows take at most this much memory reads its
+    /// input once and keeps them there instead of spilling them to the work
+    /// directory: faster, but such a job, cut off, starts over instead of
+    /// resuming. 0: always two passes and spilled rows.
     pub in_memory_bytes: u64,
     /// Where finished partitions are kept: the same directory on a later run
     /// of the same job resumes from them.
