@@ -498,8 +498,17 @@ pub fn run(
         TokenizerPlan::Ready(tokenizer) => (Some(fit(ClassToIndex::new(), spec.tokenizer.clone(), *tokenizer)?), None),
         TokenizerPlan::Train { vocab_size } => (None, Some(vocab_size)),
     };
+    // Files on local disk larger than the budget all together are taken to
+    // outgrow it (a dataset is mostly its texts, and the rows hold each text
+    // about twice over): not worth a pass that would start over.
+    let bytes_on_disk: Option<u64> = files
+        .iter()
+        .map(|f| f.source.file_on_disk().and_then(|path| std::fs::metadata(path).ok()).map(|m| m.len()))
+        .sum();
+    let may_fit = bytes_on_disk.is_none_or(|bytes| bytes <= settings.in_memory_bytes);
     if let Some(unmapped) = &unmapped
         && settings.in_memory_bytes > 0
+        && may_fit
     {
         // The pass is the ingest and the processing at once: the stages
         // before it take no time of their own.
