@@ -3,7 +3,9 @@
 # dataset, then drives POST /preprocess with one record per request and, in
 # the same run, the baseline route (same JSON body parsed, fixed answer).
 # Prints requests/s, p50/p99/p999 latency and the server's own mean time per
-# request (its x-response-time header) for both (wrk, from Debian).
+# request (from its /metrics, before and after) for both (wrk, from Debian).
+# wrk runs no Lua per response: a response() hook cost the larger
+# /preprocess answer tens of microseconds a round trip in wrk itself.
 #
 #   bench/preprocess_load.sh [seconds] [connections]
 set -euo pipefail
@@ -28,27 +30,28 @@ cat > "$work/post.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["content-type"] = "application/json"
 wrk.body = [[$body]]
--- The server's own time per request (its x-response-time header), beside
--- wrk's round trip: what the route costs above the HTTP stack and scheduling.
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args) handled = 0; handled_ms = 0 end
-function response(status, headers, body)
-  local t = headers["x-response-time"]
-  if t then handled_ms = handled_ms + tonumber(string.sub(t, 1, -3)); handled = handled + 1 end
-end
 function done(summary, latency, requests)
-  local ms, n = 0, 0
-  for _, t in ipairs(threads) do ms = ms + t:get("handled_ms"); n = n + t:get("handled") end
-  io.write(string.format("p50 %.0f us, p99 %.0f us, p999 %.0f us, %.0f requests/s, %d errors, server time %.1f us\n",
+  io.write(string.format("p50 %.0f us, p99 %.0f us, p999 %.0f us, %.0f requests/s, %d errors",
     latency:percentile(50), latency:percentile(99), latency:percentile(99.9),
     summary.requests / (summary.duration / 1e6),
-    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    1000 * ms / math.max(n, 1)))
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
 end
 LUA
+# The server's summed time and count of a route's requests, from /metrics.
+handled() {
+  curl -sf "$base/metrics" | python3 -c 'import sys
+route = sys.argv[1]; total = {"sum": 0.0, "count": 0.0}
+for line in sys.stdin:
+    for kind in total:
+        if line.startswith(f"prepd_http_request_duration_seconds_{kind}{{") and f"route=\"{route}\"" in line:
+            total[kind] += float(line.rsplit(" ", 1)[1])
+print(total["sum"], total["count"])' "$1"
+}
 curl -sf -X POST -H 'content-type: application/json' -d "$body" "$base/preprocess" >/dev/null
 for route in preprocess/baseline preprocess; do
   echo "== POST /$route ($seconds s, $connections connections, 1 wrk thread)"
-  wrk -t1 -c"$connections" -d"${seconds}s" -s "$work/post.lua" "$base/$route" | tail -1
+  read -r sum0 count0 < <(handled "/$route")
+  summary="$(wrk -t1 -c"$connections" -d"${seconds}s" -s "$work/post.lua" "$base/$route" | tail -1)"
+  read -r sum1 count1 < <(handled "/$route")
+  echo "$summary, server time $(python3 -c "print(f'{1e6 * ($sum1 - $sum0) / max($count1 - $count0, 1):.1f}')") us"
 done
