@@ -7,6 +7,7 @@ pub mod clean_text_wordpiece;
 pub mod compression;
 pub mod in_order;
 pub mod ingest;
+mod one_pass;
 pub mod parquet_part;
 pub mod partitions;
 pub mod preprocessor;

@@ -5,7 +5,7 @@
 //! offers, write the splits, then the documents, the manifest last.
 //!
 //! A job whose rows fit the memory budget does the scan and the processing
-//! in one pass instead ([`run_in_one_pass`]), with the same result.
+//! in one pass instead ([`super::one_pass`]), with the same result.
 //!
 //! A dataset is one file or several; each pass takes the files in parallel
 //! (the one pass, in order), and a file's batches in parallel too. Rows are
@@ -34,11 +34,12 @@ use utoipa::ToSchema;
 
 use super::artifacts::*;
 use super::clean::{CleaningConfig, TextCleaner, default_stopwords};
-use super::in_order::{map_in_order, map_in_order_on_pool};
+use super::in_order::map_in_order;
 use super::ingest::{self, ChunkParser, FileDigest, InputSource, RawChunk, ReadSettings, RowBatch};
+use super::one_pass::run_in_one_pass;
 use super::parquet_part::parquet_part;
 use super::partitions::{FinishedRows, PartitionCounts, PartitionSummary, WORK_FORMAT, WorkDir};
-use super::preprocessor::{ClassToIndex, EncodedText, FittedPreprocessor};
+use super::preprocessor::{ClassToIndex, FittedPreprocessor};
 use super::pyunicode::UNICODE_VERSION;
 use super::sorted_runs::Bucketing;
 use super::spec::{InputFormat, JobSpec, NullLabelPolicy, TokenizerSpec};
@@ -102,20 +103,20 @@ pub struct JobOutcome {
     pub report: QualityReport,
 }
 
-const NULL_LABEL_SAMPLE: usize = 20;
+pub(super) const NULL_LABEL_SAMPLE: usize = 20;
 
 /// A dataset file as the passes see it.
-struct FileRef<'a> {
-    source: &'a dyn InputSource,
+pub(super) struct FileRef<'a> {
+    pub(super) source: &'a dyn InputSource,
     /// The file part of a row's position key: empty for a single file.
-    key: &'a str,
+    pub(super) key: &'a str,
     /// Of its first row, across the dataset (known once scanned).
-    first_position: u64,
-    rows: u64,
+    pub(super) first_position: u64,
+    pub(super) rows: u64,
     /// The file's row position at the start of each chunk of a pass, from
     /// the scan: later passes parse chunks in any order and still number
     /// their rows exactly.
-    chunk_starts: Vec<u64>,
+    pub(super) chunk_starts: Vec<u64>,
 }
 
 impl FileRef<'_> {
@@ -132,7 +133,7 @@ impl FileRef<'_> {
         Ok(batch)
     }
 
-    fn row_key<'b>(&'b self, batch: &'b RowBatch, i: usize) -> RowKey<'b> {
+    pub(super) fn row_key<'b>(&'b self, batch: &'b RowBatch, i: usize) -> RowKey<'b> {
         match &batch.split_keys {
             Some(keys) => RowKey::Value(keys[i].as_deref().unwrap_or("")),
             None => RowKey::Position { file: self.key, row: batch.first_position + i as u64 },
@@ -144,16 +145,16 @@ impl FileRef<'_> {
     }
 
     /// Errors about a file of a multi-file dataset name it.
-    fn locate(&self, err: Error) -> Error {
+    pub(super) fn locate(&self, err: Error) -> Error {
         if self.key.is_empty() { err } else { err.in_file(self.key) }
     }
 }
 
-fn check_cancel(observer: &dyn JobObserver) -> Result<()> {
+pub(super) fn check_cancel(observer: &dyn JobObserver) -> Result<()> {
     if observer.is_cancelled() { Err(Error::Cancelled) } else { Ok(()) }
 }
 
-fn checksum(source: &dyn InputSource, observer: &dyn JobObserver) -> Result<(u64, String)> {
+pub(super) fn checksum(source: &dyn InputSource, observer: &dyn JobObserver) -> Result<(u64, String)> {
     let mut reader = source.open()?;
     let mut digest = FileDigest::default();
     let mut buf = vec![0u8; 1 << 20];
@@ -174,27 +175,27 @@ fn checksum(source: &dyn InputSource, observer: &dyn JobObserver) -> Result<(u64
 
 /// What the first pass learns: the checksums, the rows, and per class its
 /// rows and how their membership hashes spread (nothing kept per row).
-struct Scan {
-    input: InputSummary,
+pub(super) struct Scan {
+    pub(super) input: InputSummary,
     /// Data rows read, null labels included.
-    rows: u64,
+    pub(super) rows: u64,
     /// Sorted: a class's number is its index in the class mapping.
-    labels: Vec<String>,
-    class_numbers: AHashMap<String, u32>,
-    tallies: Vec<ClassTally>,
+    pub(super) labels: Vec<String>,
+    pub(super) class_numbers: AHashMap<String, u32>,
+    pub(super) tallies: Vec<ClassTally>,
     /// 1-based positions of the first rows with a null label.
-    null_label_rows: Vec<u64>,
-    skipped: u64,
-    id_column: IdColumn,
+    pub(super) null_label_rows: Vec<u64>,
+    pub(super) skipped: u64,
+    pub(super) id_column: IdColumn,
     /// About what the processed rows take in memory: sets how finely they
     /// are bucketed on their way to the splits.
-    row_bytes: u64,
+    pub(super) row_bytes: u64,
 }
 
 /// A processed row in memory beyond its cleaned text and token ids (which
 /// take about a byte each per input character: a token id of 4 bytes per 4
 /// characters or so): the row's fields and its id.
-const ROW_OVERHEAD_BYTES: u64 = 128;
+pub(super) const ROW_OVERHEAD_BYTES: u64 = 128;
 
 impl Scan {
     fn class_of(&self, label: Option<&str>) -> Option<u32> {
@@ -214,7 +215,7 @@ struct FileFacts {
 }
 
 /// How a file's size and sha256 are taken.
-enum Checksum {
+pub(super) enum Checksum {
     /// By a read of their own, before the scan.
     ReadFirst((u64, String)),
     /// As the scan reads the file.
@@ -369,25 +370,25 @@ fn scan(
 /// process stage is done and costs no pass of its own; only training a
 /// tokenizer on the train rows needs it before, and then a pass offers them
 /// first ([`SplitPlan::by_pass`]).
-struct SplitPlan {
+pub(super) struct SplitPlan {
     seed: u64,
     by_class: Vec<ClassSplit>,
 }
 
 /// Every class's boundary before any row is offered: what it looks for.
-fn empty_boundaries(spec: &JobSpec, scan: &Scan) -> Vec<Boundary> {
+pub(super) fn empty_boundaries(spec: &JobSpec, scan: &Scan) -> Vec<Boundary> {
     scan.tallies.iter().map(|t| t.boundary(spec.test_size, spec.split_mode)).collect()
 }
 
 /// The class mapping: a class's number is its index among the sorted labels.
 /// Every class keeps at least one train row, so the train split's labels
 /// are all the labels.
-fn class_to_index(scan: &Scan) -> ClassToIndex {
+pub(super) fn class_to_index(scan: &Scan) -> ClassToIndex {
     scan.labels.iter().enumerate().map(|(i, l)| (l.clone(), i as i64)).collect()
 }
 
 /// Merges boundaries that were offered different rows.
-fn merge_boundaries(into: &mut [Boundary], from: Vec<Boundary>) {
+pub(super) fn merge_boundaries(into: &mut [Boundary], from: Vec<Boundary>) {
     into.iter_mut().zip(from).for_each(|(b, other)| b.merge(other));
 }
 
@@ -563,17 +564,17 @@ pub fn run(
 }
 
 /// Every row processed, and what the split needs of them.
-struct Processed {
-    scan: Scan,
-    kept: FinishedRows,
-    counts: PartitionCounts,
+pub(super) struct Processed {
+    pub(super) scan: Scan,
+    pub(super) kept: FinishedRows,
+    pub(super) counts: PartitionCounts,
     /// Every row offered.
-    boundaries: Vec<Boundary>,
+    pub(super) boundaries: Vec<Boundary>,
 }
 
 /// Decides the split from the rows' offers, then writes the splits and the documents.
 #[allow(clippy::too_many_arguments)]
-fn split_and_write(
+pub(super) fn split_and_write(
     spec: &JobSpec,
     processed: Processed,
     split_first: Option<SplitPlan>,
@@ -599,234 +600,6 @@ fn split_and_write(
     let outcome = pool.install(|| write(spec, scan, plan, preprocessor, kept, partitions, counts, sink, threads))?;
     observer.stage(Stage::Done);
     Ok(outcome)
-}
-
-/// A job that fits in memory reads its input once: each chunk is parsed,
-/// cleaned and tokenized on the workers, then its rows are numbered and
-/// tallied in order (what the scan does on its own otherwise) and kept.
-/// Once every row is in, the classes are numbered, every row is offered to
-/// its class's boundary, and the splits are written from memory. The output
-/// is the same as two passes give: only the order in which the work is done
-/// differs. `None` when the rows outgrow the memory budget (the job then
-/// reads the input again, in two passes, and spills).
-fn run_in_one_pass(
-    spec: &JobSpec,
-    files: &mut [FileRef<'_>],
-    settings: &RunSettings,
-    unmapped: &FittedPreprocessor,
-    sink: &dyn ArtifactSink,
-    observer: &dyn JobObserver,
-    pool: &rayon::ThreadPool,
-) -> Result<Option<JobOutcome>> {
-    // The rows are counted as they are read: the total is known at the end.
-    observer.progress(0, 0);
-    let mut pass = OnePass::default();
-    for file in files.iter_mut() {
-        file.first_position = pass.rows;
-        match pass.read_file(spec, file, settings, unmapped, observer, pool) {
-            Ok(true) => {}
-            Ok(false) => return Ok(None),
-            Err(e) => return Err(file.locate(e)),
-        }
-        file.rows = pass.rows - file.first_position;
-    }
-    if pass.rows == 0 {
-        return Err(Error::bad_input(InputLocation::default(), "the input has a header but no data rows"));
-    }
-    if pass.labels.is_empty() {
-        return Err(Error::bad_input(InputLocation::column(&spec.label_column), "every label is null"));
-    }
-    pass.null_label_rows.truncate(NULL_LABEL_SAMPLE);
-
-    // Classes were numbered as first seen; a class's number is its rank
-    // among the sorted labels.
-    let mut by_label: Vec<u32> = (0..pass.labels.len() as u32).collect();
-    by_label.sort_by(|&a, &b| pass.labels[a as usize].cmp(&pass.labels[b as usize]));
-    let mut renumbered = vec![0i64; by_label.len()];
-    for (rank, &first_seen) in by_label.iter().enumerate() {
-        renumbered[first_seen as usize] = rank as i64;
-    }
-    let labels: Vec<String> = by_label.iter().map(|&c| std::mem::take(&mut pass.labels[c as usize])).collect();
-    let tallies: Vec<ClassTally> = by_label.iter().map(|&c| std::mem::take(&mut pass.tallies[c as usize])).collect();
-    let scan = Scan {
-        input: InputSummary::of_files(pass.input_files),
-        rows: pass.rows,
-        class_numbers: labels.iter().enumerate().map(|(n, l)| (l.clone(), n as u32)).collect(),
-        labels,
-        tallies,
-        null_label_rows: pass.null_label_rows,
-        skipped: pass.skipped,
-        id_column: pass.id_column.unwrap_or(IdColumn::Absent),
-        row_bytes: pass.row_bytes,
-    };
-    let empty = empty_boundaries(spec, &scan);
-    let mut rows = pass.kept;
-    let boundaries = pool.install(|| {
-        rows.par_iter_mut().for_each(|row| row.target = renumbered[row.target as usize]);
-        rows.par_chunks(1 << 14)
-            .fold(
-                || empty.clone(),
-                |mut boundaries, chunk| {
-                    chunk.iter().for_each(|row| boundaries[row.target as usize].offer(row.split_hash, row.order.1));
-                    boundaries
-                },
-            )
-            .reduce(
-                || empty.clone(),
-                |mut into, from| {
-                    merge_boundaries(&mut into, from);
-                    into
-                },
-            )
-    });
-    observer.progress(pass.counts.rows, pass.counts.rows);
-    let preprocessor = unmapped.clone().with_class_to_index(class_to_index(&scan));
-    let partitions = Partitioning { rows: scan.rows, partition_rows: settings.partition_rows.max(1) };
-    let kept = FinishedRows::InMemory(Mutex::new(rows));
-    let processed = Processed { scan, kept, counts: pass.counts, boundaries };
-    split_and_write(spec, processed, None, preprocessor, partitions, sink, observer, pool).map(Some)
-}
-
-/// What the one pass has learned and kept so far, over the files read.
-#[derive(Default)]
-struct OnePass {
-    /// Rows read, null labels included: the next row's position.
-    rows: u64,
-    /// In the order first seen; rows' targets are these numbers until the end.
-    labels: Vec<String>,
-    class_of: AHashMap<String, u32>,
-    tallies: Vec<ClassTally>,
-    kept: Vec<ProcessedRow>,
-    counts: PartitionCounts,
-    input_files: Vec<InputFile>,
-    null_label_rows: Vec<u64>,
-    skipped: u64,
-    /// The files' agreed id column, once a file is read.
-    id_column: Option<IdColumn>,
-    row_bytes: u64,
-}
-
-impl OnePass {
-    /// Reads one file; `false` when the rows outgrew the memory budget.
-    fn read_file(
-        &mut self,
-        spec: &JobSpec,
-        file: &FileRef<'_>,
-        settings: &RunSettings,
-        unmapped: &FittedPreprocessor,
-        observer: &dyn JobObserver,
-        pool: &rayon::ThreadPool,
-    ) -> Result<bool> {
-        let threads = pool.current_num_threads();
-        let (format, compression) = InputFormat::resolve(spec.format, file.source.name())?;
-        let file_checksum = if ingest::digest_as_read(format, compression) {
-            Checksum::AsRead(Arc::default())
-        } else {
-            Checksum::ReadFirst(checksum(file.source, observer)?)
-        };
-        let digest = match &file_checksum {
-            Checksum::AsRead(digest) => Some(digest.clone()),
-            Checksum::ReadFirst(_) => None,
-        };
-        let opened = ingest::open_chunks_counting(file.source, spec, settings.read, digest)?;
-        let mut id_column = if opened.columns.id.is_some() { IdColumn::Integer } else { IdColumn::Absent };
-        let parser = &opened.parser;
-        let mut file_rows = 0u64;
-        let mut outgrown = false;
-        // Parsing and encoding, the expensive part, run on the workers; a
-        // row's position (and so its hashes) is known in order only.
-        let encode = |chunk: RawChunk| -> Result<(RowBatch, Vec<Option<EncodedText>>)> {
-            let batch = parser.parse(chunk, 0)?;
-            let encoded = batch
-                .labels
-                .iter()
-                .zip(&batch.texts)
-                .map(|(label, text)| match label.as_deref() {
-                    Some(label) if !label.is_empty() => unmapped.encode_text(text).map(Some),
-                    _ => Ok(None),
-                })
-                .collect::<Result<_>>()?;
-            Ok((batch, encoded))
-        };
-        // Chunks in flight beyond the workers keep them busy while this
-        // thread, which shares the cores, catches up with the rows in order.
-        let read = map_in_order_on_pool(pool, opened.chunks, 4 * threads, encode, |(mut batch, encoded)| {
-            check_cancel(observer)?;
-            batch.first_position = file_rows;
-            file_rows += batch.len() as u64;
-            if let Some(ids) = &batch.ids {
-                id_column = id_column.max(IdColumn::of_ids(ids));
-            }
-            self.row_bytes += 2 * batch.text_bytes;
-            for (i, encoded) in encoded.into_iter().enumerate() {
-                let row = batch.first_position + i as u64;
-                let Some(encoded) = encoded else {
-                    if spec.null_labels == NullLabelPolicy::Error {
-                        return Err(Error::bad_input(
-                            InputLocation::cell(row + 1, &spec.label_column),
-                            "null or empty label (set \"null_labels\": \"skip\" to leave such rows out)",
-                        ));
-                    }
-                    if self.null_label_rows.len() < NULL_LABEL_SAMPLE {
-                        self.null_label_rows.push(file.first_position + row + 1);
-                    }
-                    self.skipped += 1;
-                    continue;
-                };
-                let label = batch.labels[i].as_deref().unwrap_or_default();
-                let class = match self.class_of.get(label) {
-                    Some(&class) => class,
-                    None => {
-                        let class = self.labels.len() as u32;
-                        self.labels.push(label.to_string());
-                        self.class_of.insert(label.to_string(), class);
-                        self.tallies.push(ClassTally::default());
-                        class
-                    }
-                };
-                let key = file.row_key(&batch, i);
-                let split_hash = membership_hash(spec.seed, key);
-                let order = (order_hash(spec.seed, key), file.first_position + row);
-                self.tallies[class as usize].add(split_hash);
-                self.counts.rows += 1;
-                self.counts.empty_cleaned_texts += u64::from(encoded.cleaned.is_empty());
-                self.counts.truncated_rows += u64::from(encoded.truncated);
-                self.row_bytes += ROW_OVERHEAD_BYTES;
-                self.kept.push(ProcessedRow {
-                    order,
-                    split_hash,
-                    id: batch.ids.as_mut().and_then(|ids| ids[i].take()),
-                    text: encoded.cleaned,
-                    ids: encoded.ids,
-                    target: i64::from(class),
-                });
-            }
-            if self.row_bytes > settings.in_memory_bytes {
-                // Not an error: the caller starts over in two passes.
-                outgrown = true;
-                return Err(Error::Cancelled);
-            }
-            Ok(())
-        });
-        if outgrown {
-            return Ok(false);
-        }
-        read?;
-        self.rows += file_rows;
-        self.id_column = Some(self.id_column.map_or(id_column, |agreed| agreed.max(id_column)));
-        let (bytes, sha256) = match file_checksum {
-            Checksum::ReadFirst(taken) => taken,
-            Checksum::AsRead(digest) => std::mem::take(&mut *digest.lock().unwrap()).finish(),
-        };
-        self.input_files.push(InputFile {
-            name: file.source.name().to_string(),
-            format,
-            bytes,
-            sha256,
-            rows: file_rows,
-        });
-        Ok(true)
-    }
 }
 
 /// Everything a partition's bytes depend on.
@@ -891,10 +664,10 @@ fn train_tokenizer(
 
 /// Input positions cut into fixed ranges.
 #[derive(Debug, Clone, Copy)]
-struct Partitioning {
+pub(super) struct Partitioning {
     /// Input rows, null labels included.
-    rows: u64,
-    partition_rows: u64,
+    pub(super) rows: u64,
+    pub(super) partition_rows: u64,
 }
 
 impl Partitioning {
