@@ -2,7 +2,7 @@
 //! of the two-pass path ([`super::runner`]) done in one pass over the input,
 //! with the same result.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use ahash::AHashMap;
 use rayon::prelude::*;
@@ -14,11 +14,12 @@ use super::partitions::{FinishedRows, PartitionCounts};
 use super::preprocessor::{EncodedText, FittedPreprocessor};
 use super::runner::{
     Checksum, FileRef, JobObserver, JobOutcome, NULL_LABEL_SAMPLE, Partitioning, Processed, ROW_OVERHEAD_BYTES,
-    RunSettings, Scan, check_cancel, checksum, class_to_index, empty_boundaries, merge_boundaries, split_and_write,
+    RunSettings, Scan, check_cancel, check_labelled_rows, check_null_label, class_to_index, empty_boundaries,
+    merge_boundaries, split_and_write,
 };
-use super::spec::{InputFormat, JobSpec, NullLabelPolicy};
+use super::spec::{InputFormat, JobSpec};
 use super::split::{ClassTally, membership_hash, order_hash};
-use crate::error::{Error, InputLocation, Result};
+use crate::error::{Error, Result};
 
 /// A job that fits in memory reads its input once: each chunk is parsed,
 /// cleaned and tokenized on the workers, then its rows are numbered and
@@ -49,12 +50,7 @@ pub(super) fn run_in_one_pass(
         }
         file.rows = pass.rows - file.first_position;
     }
-    if pass.rows == 0 {
-        return Err(Error::bad_input(InputLocation::default(), "the input has a header but no data rows"));
-    }
-    if pass.labels.is_empty() {
-        return Err(Error::bad_input(InputLocation::column(&spec.label_column), "every label is null"));
-    }
+    check_labelled_rows(spec, pass.rows, pass.labels.len())?;
     pass.null_label_rows.truncate(NULL_LABEL_SAMPLE);
 
     // Classes were numbered as first seen; a class's number is its rank
@@ -138,16 +134,8 @@ impl OnePass {
     ) -> Result<bool> {
         let threads = pool.current_num_threads();
         let (format, compression) = InputFormat::resolve(spec.format, file.source.name())?;
-        let file_checksum = if ingest::digest_as_read(format, compression) {
-            Checksum::AsRead(Arc::default())
-        } else {
-            Checksum::ReadFirst(checksum(file.source, observer)?)
-        };
-        let digest = match &file_checksum {
-            Checksum::AsRead(digest) => Some(digest.clone()),
-            Checksum::ReadFirst(_) => None,
-        };
-        let opened = ingest::open_chunks_counting(file.source, spec, settings.read, digest)?;
+        let file_checksum = Checksum::begin(format, compression, file.source, observer)?;
+        let opened = ingest::open_chunks_counting(file.source, spec, settings.read, file_checksum.digest())?;
         let mut id_column = if opened.columns.id.is_some() { IdColumn::Integer } else { IdColumn::Absent };
         let parser = &opened.parser;
         let mut file_rows = 0u64;
@@ -180,12 +168,7 @@ impl OnePass {
             for (i, encoded) in encoded.into_iter().enumerate() {
                 let row = batch.first_position + i as u64;
                 let Some(encoded) = encoded else {
-                    if spec.null_labels == NullLabelPolicy::Error {
-                        return Err(Error::bad_input(
-                            InputLocation::cell(row + 1, &spec.label_column),
-                            "null or empty label (set \"null_labels\": \"skip\" to leave such rows out)",
-                        ));
-                    }
+                    check_null_label(spec, row)?;
                     if self.null_label_rows.len() < NULL_LABEL_SAMPLE {
                         self.null_label_rows.push(file.first_position + row + 1);
                     }
@@ -233,10 +216,7 @@ impl OnePass {
         read?;
         self.rows += file_rows;
         self.id_column = Some(self.id_column.map_or(id_column, |agreed| agreed.max(id_column)));
-        let (bytes, sha256) = match file_checksum {
-            Checksum::ReadFirst(taken) => taken,
-            Checksum::AsRead(digest) => std::mem::take(&mut *digest.lock().unwrap()).finish(),
-        };
+        let (bytes, sha256) = file_checksum.finish();
         self.input_files.push(InputFile {
             name: file.source.name().to_string(),
             format,

@@ -34,6 +34,7 @@ use utoipa::ToSchema;
 
 use super::artifacts::*;
 use super::clean::{CleaningConfig, TextCleaner, default_stopwords};
+use super::compression::Compression;
 use super::in_order::map_in_order;
 use super::ingest::{self, ChunkParser, FileDigest, InputSource, RawChunk, ReadSettings, RowBatch};
 use super::one_pass::run_in_one_pass;
@@ -154,7 +155,7 @@ pub(super) fn check_cancel(observer: &dyn JobObserver) -> Result<()> {
     if observer.is_cancelled() { Err(Error::Cancelled) } else { Ok(()) }
 }
 
-pub(super) fn checksum(source: &dyn InputSource, observer: &dyn JobObserver) -> Result<(u64, String)> {
+fn checksum(source: &dyn InputSource, observer: &dyn JobObserver) -> Result<(u64, String)> {
     let mut reader = source.open()?;
     let mut digest = FileDigest::default();
     let mut buf = vec![0u8; 1 << 20];
@@ -222,6 +223,62 @@ pub(super) enum Checksum {
     AsRead(Arc<Mutex<FileDigest>>),
 }
 
+impl Checksum {
+    /// As the pass reads the file when it reads every stored byte;
+    /// otherwise by a read of its own, now.
+    pub(super) fn begin(
+        format: InputFormat,
+        compression: Compression,
+        source: &dyn InputSource,
+        observer: &dyn JobObserver,
+    ) -> Result<Self> {
+        Ok(if ingest::digest_as_read(format, compression) {
+            Checksum::AsRead(Arc::default())
+        } else {
+            Checksum::ReadFirst(checksum(source, observer)?)
+        })
+    }
+
+    /// What the pass's reads feed, if they take the checksum.
+    pub(super) fn digest(&self) -> Option<Arc<Mutex<FileDigest>>> {
+        match self {
+            Checksum::AsRead(digest) => Some(digest.clone()),
+            Checksum::ReadFirst(_) => None,
+        }
+    }
+
+    /// The file's size and sha256, once the pass has read it.
+    pub(super) fn finish(self) -> (u64, String) {
+        match self {
+            Checksum::ReadFirst(taken) => taken,
+            Checksum::AsRead(digest) => std::mem::take(&mut *digest.lock().unwrap()).finish(),
+        }
+    }
+}
+
+/// A row with a null or empty label: refused under the `error` policy,
+/// otherwise left out (and counted by the caller).
+pub(super) fn check_null_label(spec: &JobSpec, file_row: u64) -> Result<()> {
+    if spec.null_labels == NullLabelPolicy::Error {
+        return Err(Error::bad_input(
+            InputLocation::cell(file_row + 1, &spec.label_column),
+            "null or empty label (set \"null_labels\": \"skip\" to leave such rows out)",
+        ));
+    }
+    Ok(())
+}
+
+/// A dataset must have data rows, and some of them a label.
+pub(super) fn check_labelled_rows(spec: &JobSpec, rows: u64, classes: usize) -> Result<()> {
+    if rows == 0 {
+        return Err(Error::bad_input(InputLocation::default(), "the input has a header but no data rows"));
+    }
+    if classes == 0 {
+        return Err(Error::bad_input(InputLocation::column(&spec.label_column), "every label is null"));
+    }
+    Ok(())
+}
+
 fn scan_file(
     spec: &JobSpec,
     file: &FileRef<'_>,
@@ -230,19 +287,10 @@ fn scan_file(
     tallies: &mut AHashMap<String, ClassTally>,
 ) -> Result<FileFacts> {
     let (format, compression) = InputFormat::resolve(spec.format, file.source.name())?;
-    // The checksum is taken as the scan reads the file when it reads every
-    // stored byte; otherwise by a read of its own first.
-    let file_checksum = if ingest::digest_as_read(format, compression) {
-        Checksum::AsRead(Arc::default())
-    } else {
-        Checksum::ReadFirst(checksum(file.source, observer)?)
-    };
-    let digest = match &file_checksum {
-        Checksum::AsRead(digest) => Some(digest.clone()),
-        Checksum::ReadFirst(_) => None,
-    };
+    let file_checksum = Checksum::begin(format, compression, file.source, observer)?;
     // Texts are read by the process pass; this one needs labels and keys.
-    let opened = ingest::open_chunks_counting(file.source, spec, settings.read, digest)?.without_texts();
+    let opened =
+        ingest::open_chunks_counting(file.source, spec, settings.read, file_checksum.digest())?.without_texts();
     let mut rows = 0u64;
     let mut row_bytes = 0u64;
     let mut null_label_rows = Vec::new();
@@ -261,12 +309,7 @@ fn scan_file(
                     None => tallies.entry(label.to_string()).or_default(),
                 },
                 _ => {
-                    if spec.null_labels == NullLabelPolicy::Error {
-                        return Err(Error::bad_input(
-                            InputLocation::cell(row + 1, &spec.label_column),
-                            "null or empty label (set \"null_labels\": \"skip\" to leave such rows out)",
-                        ));
-                    }
+                    check_null_label(spec, row)?;
                     if null_label_rows.len() < NULL_LABEL_SAMPLE {
                         null_label_rows.push(row);
                     }
@@ -283,10 +326,7 @@ fn scan_file(
         }
         Ok(())
     })?;
-    let (bytes, sha256) = match file_checksum {
-        Checksum::ReadFirst(taken) => taken,
-        Checksum::AsRead(digest) => std::mem::take(&mut *digest.lock().unwrap()).finish(),
-    };
+    let (bytes, sha256) = file_checksum.finish();
     let input = InputFile { name: file.source.name().to_string(), format, bytes, sha256, rows };
     Ok(FileFacts { input, null_label_rows, skipped, id_column, row_bytes, chunk_rows })
 }
@@ -340,13 +380,8 @@ fn scan(
     }
     null_label_rows.truncate(NULL_LABEL_SAMPLE);
     let rows = next_position;
-    if rows == 0 {
-        return Err(Error::bad_input(InputLocation::default(), "the input has a header but no data rows"));
-    }
     let mut tallies: Vec<(String, ClassTally)> = merged.into_inner().unwrap().into_iter().collect();
-    if tallies.is_empty() {
-        return Err(Error::bad_input(InputLocation::column(&spec.label_column), "every label is null"));
-    }
+    check_labelled_rows(spec, rows, tallies.len())?;
     tallies.sort_by(|a, b| a.0.cmp(&b.0));
     let (labels, tallies): (Vec<String>, Vec<ClassTally>) = tallies.into_iter().unzip();
     let class_numbers = labels.iter().enumerate().map(|(n, l)| (l.clone(), n as u32)).collect();
