@@ -11,30 +11,20 @@ use crate::error::{Error, Result};
 /// order. An error from an item, from `work` or from `consume` ends it and
 /// is the first in input order; running threads are joined first.
 pub fn map_in_order<T: Send, U: Send>(
-    mut items: impl Iterator<Item = Result<T>>,
+    items: impl Iterator<Item = Result<T>>,
     threads: usize,
     work: impl Fn(T) -> Result<U> + Sync,
-    mut consume: impl FnMut(U) -> Result<()>,
+    consume: impl FnMut(U) -> Result<()>,
 ) -> Result<()> {
     let work = &work;
     std::thread::scope(|scope| {
-        let mut in_flight = VecDeque::new();
-        let mut exhausted = false;
-        loop {
-            while !exhausted && in_flight.len() < threads.max(1) {
-                match items.next() {
-                    Some(Ok(item)) => in_flight.push_back(Ok(scope.spawn(move || work(item)))),
-                    Some(Err(e)) => {
-                        in_flight.push_back(Err(e));
-                        exhausted = true;
-                    }
-                    None => exhausted = true,
-                }
-            }
-            let Some(next) = in_flight.pop_front() else { return Ok(()) };
-            let done = next?.join().map_err(|_| Error::internal("a worker thread panicked"))?;
-            consume(done?)?;
-        }
+        in_order(
+            items,
+            threads,
+            |item| scope.spawn(move || work(item)),
+            |running| running.join().map_err(|_| Error::internal("a worker thread panicked")),
+            consume,
+        )
     })
 }
 
@@ -45,36 +35,57 @@ pub fn map_in_order<T: Send, U: Send>(
 /// would be freed later from heaps their threads abandoned: slower.
 pub fn map_in_order_on_pool<T: Send, U: Send>(
     pool: &rayon::ThreadPool,
-    mut items: impl Iterator<Item = Result<T>>,
+    items: impl Iterator<Item = Result<T>>,
     window: usize,
     work: impl Fn(T) -> Result<U> + Sync,
-    mut consume: impl FnMut(U) -> Result<()>,
+    consume: impl FnMut(U) -> Result<()>,
 ) -> Result<()> {
     let work = &work;
     pool.in_place_scope(|scope| {
-        let mut in_flight = VecDeque::new();
-        let mut exhausted = false;
-        loop {
-            while !exhausted && in_flight.len() < window.max(1) {
-                match items.next() {
-                    Some(Ok(item)) => {
-                        let (done, result) = std::sync::mpsc::sync_channel(1);
-                        // A send fails only when the caller has stopped on an error.
-                        scope.spawn(move |_| drop(done.send(work(item))));
-                        in_flight.push_back(Ok(result));
-                    }
-                    Some(Err(e)) => {
-                        in_flight.push_back(Err(e));
-                        exhausted = true;
-                    }
-                    None => exhausted = true,
-                }
-            }
-            let Some(next) = in_flight.pop_front() else { return Ok(()) };
-            let done = next?.recv().map_err(|_| Error::internal("a worker panicked"))?;
-            consume(done?)?;
-        }
+        let start = |item| {
+            let (done, result) = std::sync::mpsc::sync_channel(1);
+            // A send fails only when the caller has stopped on an error.
+            scope.spawn(move |_| drop(done.send(work(item))));
+            result
+        };
+        in_order(
+            items,
+            window,
+            start,
+            |result: std::sync::mpsc::Receiver<Result<U>>| {
+                result.recv().map_err(|_| Error::internal("a worker panicked"))
+            },
+            consume,
+        )
     })
+}
+
+/// The window both share: up to `window` items started, the oldest awaited
+/// and consumed, then the next started; an item's error is taken in its
+/// turn.
+fn in_order<T, U, R>(
+    mut items: impl Iterator<Item = Result<T>>,
+    window: usize,
+    mut start: impl FnMut(T) -> R,
+    mut wait: impl FnMut(R) -> Result<Result<U>>,
+    mut consume: impl FnMut(U) -> Result<()>,
+) -> Result<()> {
+    let mut in_flight = VecDeque::new();
+    let mut exhausted = false;
+    loop {
+        while !exhausted && in_flight.len() < window.max(1) {
+            match items.next() {
+                Some(Ok(item)) => in_flight.push_back(Ok(start(item))),
+                Some(Err(e)) => {
+                    in_flight.push_back(Err(e));
+                    exhausted = true;
+                }
+                None => exhausted = true,
+            }
+        }
+        let Some(next) = in_flight.pop_front() else { return Ok(()) };
+        consume(wait(next?)??)?;
+    }
 }
 
 #[cfg(test)]
