@@ -69,8 +69,7 @@ async fn upload_to_artifacts_to_preprocess() {
     }
 
     // Artifacts: listed with sizes and checksums that match what is served.
-    let listing: Value =
-        server.client.get(server.url(&format!("/jobs/{id}/artifacts"))).send().await.unwrap().json().await.unwrap();
+    let listing = server.get_json(&format!("/jobs/{id}/artifacts")).await;
     let names: Vec<&str> =
         listing["artifacts"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
     for expected in [
@@ -192,19 +191,11 @@ async fn list_paginates_newest_first_and_delete_removes() {
         assert_eq!(job["status"], "succeeded", "{job}");
         ids.push(job["id"].as_str().unwrap().to_string());
     }
-    let page: Value = server.client.get(server.url("/jobs?limit=2")).send().await.unwrap().json().await.unwrap();
+    let page = server.get_json("/jobs?limit=2").await;
     let listed: Vec<&str> = page["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
     assert_eq!(listed, [ids[2].as_str(), ids[1].as_str()]);
     let next = page["next"].as_str().unwrap();
-    let page: Value = server
-        .client
-        .get(server.url(&format!("/jobs?limit=2&before={next}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = server.get_json(&format!("/jobs?limit=2&before={next}")).await;
     let listed: Vec<&str> = page["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
     assert_eq!(listed, [ids[0].as_str()]);
     assert!(page.get("next").is_none());
@@ -407,15 +398,7 @@ async fn a_job_read_once_writes_what_a_job_read_twice_does() {
     for stage in ["ingest", "split", "fit", "process", "write"] {
         assert!(read_once["timings"]["stages"][stage].is_number(), "{stage} timing: {read_once}");
     }
-    let listed: Value = twice
-        .client
-        .get(twice.url(&format!("/jobs/{}/artifacts", jobs[0]["id"].as_str().unwrap())))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = twice.get_json(&format!("/jobs/{}/artifacts", jobs[0]["id"].as_str().unwrap())).await;
     let names: Vec<&str> =
         listed["artifacts"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"val/part-00001.parquet"), "{names:?}");

@@ -117,8 +117,13 @@ impl TestServer {
         self.client.post(self.url(path)).json(body).send().await.unwrap().json().await.unwrap()
     }
 
+    /// GETs a JSON answer, whatever its status.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.client.get(self.url(path)).send().await.unwrap().json().await.unwrap()
+    }
+
     pub async fn job(&self, id: &str) -> Value {
-        self.client.get(self.url(&format!("/jobs/{id}"))).send().await.unwrap().json().await.unwrap()
+        self.get_json(&format!("/jobs/{id}")).await
     }
 
     /// Polls until the job has finished.
