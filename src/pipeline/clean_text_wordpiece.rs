@@ -338,6 +338,7 @@ fn single_sequence_specials(tokenizer: &Tokenizer) -> Option<(Vec<u32>, Vec<u32>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::test_rng::Rng;
     use crate::pipeline::tokenize::WordPieceTokenizer;
 
     #[test]
@@ -364,21 +365,6 @@ mod tests {
                 let general = tokenizer.encode_general(text).unwrap();
                 assert_eq!(tokenizer.encode_reporting_truncation(text).unwrap(), general, "limit {limit}: {text}");
             }
-        }
-    }
-
-    /// splitmix64, so a failing case can be replayed from its seed.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
         }
     }
 

@@ -2,8 +2,9 @@
 //! errors that name the row or column.
 //!
 //! CSV is cut into chunks at record boundaries (a newline outside quotes)
-//! and each chunk is parsed by polars with every column as a string, so
-//! types cannot change from one chunk to the next. Parquet is read in row
+//! and each chunk's records into fields ([`csv_fields`]), every column a
+//! string, so types cannot change from one chunk to the next; a chunk not
+//! in the plain form is read by polars, whose reading the fields match. Parquet is read in row
 //! slices; JSON Lines line by line.
 
 use std::io::{BufRead, BufReader, Cursor, Read};
@@ -17,6 +18,7 @@ use polars::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::compression::{Compression, DecompressionLimits, decompress};
+use super::csv_fields::{self, CsvField};
 use super::in_order::map_in_order;
 use super::spec::{InputFormat, JobSpec};
 use crate::error::{Error, InputLocation, Result};
@@ -246,8 +248,33 @@ pub struct ChunkParser {
 struct CsvLayout {
     schema: SchemaRef,
     plan: ColumnPlan,
+    /// The plan's columns by position, for records cut by [`csv_fields`].
+    positions: ColumnPositions,
     /// The columns a pass without texts parses: label, id, split key.
     without_texts: Arc<Vec<usize>>,
+}
+
+struct ColumnPositions {
+    text: Vec<usize>,
+    label: usize,
+    id: Option<usize>,
+    split_key: Option<usize>,
+}
+
+impl ColumnPositions {
+    fn of(plan: &ColumnPlan, schema: &Schema) -> Result<Self> {
+        let position = |name: &str| {
+            schema
+                .index_of(name)
+                .ok_or_else(|| Error::internal(format!("column {name} is planned but not in the header")))
+        };
+        Ok(Self {
+            text: plan.text.iter().map(|c| position(c)).collect::<Result<_>>()?,
+            label: position(&plan.label)?,
+            id: plan.id.as_deref().map(position).transpose()?,
+            split_key: plan.split_key.as_deref().map(position).transpose()?,
+        })
+    }
 }
 
 impl ChunkParser {
@@ -599,9 +626,10 @@ fn read_fully(reader: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
     Ok(filled)
 }
 
-/// Checks UTF-8, naming the data row (1-based, header not counted) of the first bad byte.
-fn check_utf8(chunk: &[u8], records_before: u64) -> Result<()> {
-    if let Err(e) = std::str::from_utf8(chunk) {
+/// The chunk as text, or an error naming the data row (1-based, header not
+/// counted) of the first byte that is not UTF-8.
+fn utf8_chunk(chunk: &[u8], records_before: u64) -> Result<&str> {
+    std::str::from_utf8(chunk).map_err(|e| {
         let valid = &chunk[..e.valid_up_to()];
         let mut in_quotes = false;
         let mut records = 0u64;
@@ -613,9 +641,8 @@ fn check_utf8(chunk: &[u8], records_before: u64) -> Result<()> {
             }
         }
         let row = (records_before + records).max(1);
-        return Err(Error::bad_input(InputLocation::row(row), "invalid UTF-8"));
-    }
-    Ok(())
+        Error::bad_input(InputLocation::row(row), "invalid UTF-8")
+    })
 }
 
 fn open_csv(mut chunker: CsvCutter, spec: &JobSpec, batch_rows: usize) -> Result<ChunkedInput> {
@@ -623,7 +650,7 @@ fn open_csv(mut chunker: CsvCutter, spec: &JobSpec, batch_rows: usize) -> Result
         return Err(Error::bad_input(InputLocation::default(), "the file is empty"));
     };
     let header = header.as_ref();
-    check_utf8(header, 0)?;
+    utf8_chunk(header, 0)?;
     let header = header.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(header).to_vec();
     let header_frame = CsvReadOptions::default()
         .with_has_header(true)
@@ -642,7 +669,8 @@ fn open_csv(mut chunker: CsvCutter, spec: &JobSpec, batch_rows: usize) -> Result
         indices.dedup();
         Arc::new(indices)
     };
-    let layout = Arc::new(CsvLayout { schema, plan: columns.clone(), without_texts });
+    let positions = ColumnPositions::of(&columns, &schema)?;
+    let layout = Arc::new(CsvLayout { schema, plan: columns.clone(), positions, without_texts });
     let mut index = 0;
     let mut done = false;
     let chunks = std::iter::from_fn(move || {
@@ -672,7 +700,10 @@ fn parse_csv_chunk(
     first_position: u64,
     without_texts: bool,
 ) -> Result<RowBatch> {
-    check_utf8(chunk.as_ref(), records_before)?;
+    let text = utf8_chunk(chunk.as_ref(), records_before)?;
+    if let Some(batch) = cut_batch(layout, text, first_position, without_texts) {
+        return Ok(batch);
+    }
     let chunk_bytes = chunk.as_ref().len() as u64;
     let first_row = records_before.max(1);
     let plan = &layout.plan;
@@ -691,6 +722,38 @@ fn parse_csv_chunk(
         batch.text_bytes = chunk_bytes;
     }
     Ok(batch)
+}
+
+/// The chunk's rows from fields cut on this thread, or `None` when the
+/// chunk is not in the plain form and is left to polars.
+fn cut_batch(layout: &CsvLayout, chunk: &str, first_position: u64, without_texts: bool) -> Option<RowBatch> {
+    let at = &layout.positions;
+    let mut batch = RowBatch {
+        first_position,
+        ids: at.id.map(|_| Vec::new()),
+        split_keys: at.split_key.map(|_| Vec::new()),
+        ..RowBatch::default()
+    };
+    let owned = |field: &CsvField<'_>| field.as_deref().map(str::to_owned);
+    csv_fields::cut_records(chunk, layout.schema.len(), |fields| {
+        if !without_texts {
+            let text = join_text(at.text.iter().map(|&c| fields[c].as_deref()));
+            batch.text_bytes += text.len() as u64;
+            batch.texts.push(text);
+        }
+        batch.labels.push(owned(&fields[at.label]));
+        if let (Some(ids), Some(c)) = (&mut batch.ids, at.id) {
+            ids.push(owned(&fields[c]));
+        }
+        if let (Some(keys), Some(c)) = (&mut batch.split_keys, at.split_key) {
+            keys.push(owned(&fields[c]));
+        }
+    })
+    .ok()?;
+    if without_texts {
+        batch.text_bytes = chunk.len() as u64;
+    }
+    Some(batch)
 }
 
 fn text_column(frame: &DataFrame, name: &str, first_position: u64) -> Result<Column> {
@@ -713,8 +776,14 @@ fn string_column(frame: &DataFrame, name: &str, first_position: u64) -> Result<V
 fn joined_texts(frame: &DataFrame, plan: &ColumnPlan, first_position: u64) -> Result<Vec<String>> {
     let columns = plan.text.iter().map(|c| text_column(frame, c, first_position)).collect::<Result<Vec<_>>>()?;
     let strings = columns.iter().map(|c| c.str().map_err(Error::internal)).collect::<Result<Vec<_>>>()?;
-    let mut fields: Vec<_> = strings.iter().map(|s| s.iter()).collect();
-    Ok((0..frame.height()).map(|_| join_text(fields.iter_mut().map(|f| f.next().flatten()))).collect())
+    let mut columns: Vec<_> = strings.iter().map(|s| s.iter()).collect();
+    let mut row = Vec::with_capacity(columns.len());
+    let mut joined_row = || {
+        row.clear();
+        row.extend(columns.iter_mut().map(|c| c.next().flatten()));
+        join_text(row.iter().copied())
+    };
+    Ok((0..frame.height()).map(|_| joined_row()).collect())
 }
 
 fn batch_from_frame(
@@ -736,8 +805,9 @@ fn batch_from_frame(
 
 /// The reference's `title + " " + description`, over any number of columns;
 /// a null field counts as empty text.
-pub fn join_text<'a>(fields: impl Iterator<Item = Option<&'a str>>) -> String {
-    let mut text = String::new();
+pub fn join_text<'a>(fields: impl Iterator<Item = Option<&'a str>> + Clone) -> String {
+    let length = fields.clone().map(|f| f.map_or(0, str::len) + 1).sum::<usize>();
+    let mut text = String::with_capacity(length.saturating_sub(1));
     for (n, field) in fields.enumerate() {
         if n > 0 {
             text.push(' ');

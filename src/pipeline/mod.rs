@@ -5,6 +5,7 @@ pub mod artifacts;
 pub mod clean;
 pub mod clean_text_wordpiece;
 pub mod compression;
+pub mod csv_fields;
 pub mod in_order;
 pub mod ingest;
 mod one_pass;
@@ -16,6 +17,8 @@ pub mod runner;
 pub mod sorted_runs;
 pub mod spec;
 pub mod split;
+#[cfg(test)]
+mod test_rng;
 pub mod tokenize;
 mod unicode_tables;
 pub mod wordpiece_trainer;
