@@ -51,13 +51,14 @@ for stage, all_runs in runs.items():
                       "note": all_runs[0]["note"]}))' >> "$results"
 
 # A whole job through `prepd run`: wall time and peak RSS from /usr/bin/time.
-job_run() { # name workers input runs: the median wall time, the largest peak RSS
-  local name="$1" n="$2" file="$3" runs="${4:-1}" walls="" rss_max=0
+job_run() { # name workers input runs [cpus]: the median wall time, the largest peak RSS
+  local name="$1" n="$2" file="$3" runs="${4:-1}" walls="" rss_max=0 pin=()
+  [ -n "${5:-}" ] && pin=(taskset -c "$5")
   note "prepd run: $name (median of $runs)"
   for _ in $(seq "$runs"); do
     rm -rf "$work/out" "$work/data"
     /usr/bin/time -f "%e %M" -o "$work/time" env PREPD_WORKERS="$n" PREPD_DATA_DIR="$work/data" \
-      "$bin" run --input "$file" --out "$work/out" --tokenizer "$vocab" 2> "$work/run.log"
+      "${pin[@]}" "$bin" run --input "$file" --out "$work/out" --tokenizer "$vocab" 2> "$work/run.log"
     read -r wall rss_kb < "$work/time"
     walls="$walls $wall"
     [ "$rss_kb" -gt "$rss_max" ] && rss_max="$rss_kb"
@@ -79,7 +80,12 @@ PY
   rm -f "$work/stages.log"
 }
 job_run "prepd run" "$workers" "$input" "$repeat"
-[ "$workers" -gt 1 ] && job_run "prepd run, 1 worker" 1 "$input" "$repeat"
+if [ "$workers" -gt 1 ]; then
+  job_run "prepd run, 1 worker" 1 "$input" "$repeat"
+  # One worker leaves the other cores to the reading thread; pinned to one
+  # core, the job has what a one-core machine would give it.
+  command -v taskset > /dev/null && job_run "prepd run, 1 worker on 1 core" 1 "$input" "$repeat" 0
+fi
 
 if [ "$scale" -gt 0 ] && [ -z "${PREPD_BENCH_INPUT:-}" ]; then
   python3 "$here/bench/make_dataset.py" --rows "$((rows * scale))" --out "$work/scaled.csv" >&2

@@ -48,6 +48,9 @@ def main():
         ratios.append(("prepd service ÷ tokenizer limit", rate(by_name["prepd service"]) / limit_rate))
     if "prepd run, 1 worker" in by_name:
         ratios.append((f"{workers} workers ÷ 1 worker (target >= 1.8x)", rate(job) / rate(by_name["prepd run, 1 worker"])))
+    if "prepd run, 1 worker on 1 core" in by_name:
+        ratios.append((f"{workers} workers on {workers} cores ÷ 1 worker on 1 core",
+                       rate(job) / rate(by_name["prepd run, 1 worker on 1 core"])))
     scaled = [r for n, r in by_name.items() if n.startswith("prepd run, ") and n.endswith("x rows")]
     for r in scaled:
         ratios.append((f"peak RSS at {r['rows'] / job['rows']:.0f}x rows ÷ at 1x (target <= 1.2x)",
