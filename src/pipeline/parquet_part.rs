@@ -10,6 +10,8 @@
 //! levels are RLE runs, two a row and one for the page's definitions, and its
 //! values are the tokens as they are.
 
+use std::borrow::Borrow;
+
 use polars::prelude::*;
 use polars_parquet::parquet::CowBuffer;
 use polars_parquet::parquet::error::ParquetError;
@@ -32,7 +34,8 @@ const PAGE_TOKENS: usize = 1 << 18;
 const TOKEN_PRESENT: u8 = 3;
 const LIST_EMPTY: u8 = 1;
 
-pub fn parquet_part(rows: &[ProcessedRow], id_column: IdColumn) -> Result<Vec<u8>> {
+/// The part's bytes; `rows` are the rows or references to them, in order.
+pub fn parquet_part<R: Borrow<ProcessedRow>>(rows: &[R], id_column: IdColumn) -> Result<Vec<u8>> {
     let mut fields = Vec::with_capacity(5);
     match id_column {
         IdColumn::Absent => {}
@@ -60,8 +63,8 @@ pub fn parquet_part(rows: &[ProcessedRow], id_column: IdColumn) -> Result<Vec<u8
     let mut writer = FileWriter::try_new(&mut bytes, schema.clone(), options)?;
     let mut groups = rows.chunks(ROW_GROUP_ROWS).peekable();
     // An empty part still has one (empty) row group, as polars writes it.
-    let empty: [&[ProcessedRow]; 1] = [&[]];
-    let groups: Box<dyn Iterator<Item = &[ProcessedRow]>> =
+    let empty: [&[R]; 1] = [&[]];
+    let groups: Box<dyn Iterator<Item = &[R]>> =
         if groups.peek().is_none() { Box::new(empty.into_iter()) } else { Box::new(groups) };
     for group in groups {
         let mut columns: Vec<RowGroupColumn> = Vec::with_capacity(5);
@@ -76,15 +79,15 @@ pub fn parquet_part(rows: &[ProcessedRow], id_column: IdColumn) -> Result<Vec<u8
             IdColumn::Absent => {}
             IdColumn::Integer => {
                 let values: Vec<Option<i64>> =
-                    group.iter().map(|r| r.id.as_deref().and_then(|s| s.trim().parse().ok())).collect();
+                    group.iter().map(|r| r.borrow().id.as_deref().and_then(|s| s.trim().parse().ok())).collect();
                 columns.extend(flat(Series::new("id".into(), values), &mut field)?);
             }
             IdColumn::Text => {
-                let values: Vec<Option<&str>> = group.iter().map(|r| r.id.as_deref()).collect();
+                let values: Vec<Option<&str>> = group.iter().map(|r| r.borrow().id.as_deref()).collect();
                 columns.extend(flat(Series::new("id".into(), values), &mut field)?);
             }
         }
-        let texts: Vec<&str> = group.iter().map(|r| r.text.as_str()).collect();
+        let texts: Vec<&str> = group.iter().map(|r| r.borrow().text.as_str()).collect();
         columns.extend(flat(Series::new("text".into(), texts), &mut field)?);
         // The lists' leaves follow the flat columns before them one for one.
         let ids_leaf = &leaves[field];
@@ -92,7 +95,7 @@ pub fn parquet_part(rows: &[ProcessedRow], id_column: IdColumn) -> Result<Vec<u8
         columns.push(compressed(token_pages(group, ids_leaf, TokenValues::Ids)?, options));
         columns.push(compressed(token_pages(group, masks_leaf, TokenValues::Ones)?, options));
         field += 2;
-        let targets: Vec<i64> = group.iter().map(|r| r.target).collect();
+        let targets: Vec<i64> = group.iter().map(|r| r.borrow().target).collect();
         columns.extend(flat(Series::new("targets".into(), targets), &mut field)?);
         writer.write(group.len() as u64, DynIter::new(columns.into_iter()))?;
     }
@@ -124,8 +127,8 @@ enum TokenValues {
 
 /// A token list column's data pages (v1, plain values, RLE levels): whole
 /// rows per page, about `PAGE_TOKENS` tokens each.
-fn token_pages(
-    rows: &[ProcessedRow],
+fn token_pages<R: Borrow<ProcessedRow>>(
+    rows: &[R],
     leaf: &Descriptor,
     values: TokenValues,
 ) -> Result<std::vec::IntoIter<PolarsResult<Page>>> {
@@ -139,7 +142,7 @@ fn token_pages(
         let take = rest
             .iter()
             .position(|row| {
-                tokens += row.ids.len();
+                tokens += row.borrow().ids.len();
                 tokens > PAGE_TOKENS
             })
             .unwrap_or(rest.len())
@@ -155,14 +158,14 @@ fn token_pages(
     Ok(pages.into_iter())
 }
 
-fn token_page(rows: &[ProcessedRow], leaf: &Descriptor, values: TokenValues) -> DataPage {
-    let tokens: usize = rows.iter().map(|r| r.ids.len()).sum();
+fn token_page<R: Borrow<ProcessedRow>>(rows: &[R], leaf: &Descriptor, values: TokenValues) -> DataPage {
+    let tokens: usize = rows.iter().map(|r| r.borrow().ids.len()).sum();
     let mut buffer = Vec::with_capacity(4 * tokens + 8 * rows.len() + 32);
     let mut levels = 0usize;
 
     // Repetition levels (bit width 1): 0 once a row, 1 for its other tokens.
     let start = begin_levels(&mut buffer);
-    for row in rows {
+    for row in rows.iter().map(R::borrow) {
         rle_run(&mut buffer, 1, 0);
         if row.ids.len() > 1 {
             rle_run(&mut buffer, row.ids.len() - 1, 1);
@@ -174,7 +177,7 @@ fn token_page(rows: &[ProcessedRow], leaf: &Descriptor, values: TokenValues) -> 
     // Definition levels (bit width 2): one run per stretch of non-empty rows.
     let start = begin_levels(&mut buffer);
     let mut present = 0;
-    for row in rows {
+    for row in rows.iter().map(R::borrow) {
         if row.ids.is_empty() {
             if present > 0 {
                 rle_run(&mut buffer, present, TOKEN_PRESENT);
@@ -246,15 +249,15 @@ const PREFETCH_ROWS_AHEAD: usize = 8;
 /// lists they own lie scattered over the heap: each visit would wait on a
 /// cache miss, where asked ahead the misses overlap (the write stage took
 /// an eighth less time on the course data).
-fn prefetching<'r>(
-    rows: &'r [ProcessedRow],
+fn prefetching<'r, R: Borrow<ProcessedRow>>(
+    rows: &'r [R],
     ask: impl Fn(&ProcessedRow) + 'r,
 ) -> impl Iterator<Item = &'r ProcessedRow> + 'r {
     rows.iter().enumerate().map(move |(at, row)| {
         if let Some(later) = rows.get(at + PREFETCH_ROWS_AHEAD) {
-            ask(later);
+            ask(later.borrow());
         }
-        row
+        row.borrow()
     })
 }
 
@@ -357,7 +360,7 @@ mod tests {
             (IdColumn::Text, &["id", "text", "ids", "masks", "targets"][..]),
             (IdColumn::Absent, &["text", "ids", "masks", "targets"][..]),
         ] {
-            let frame = read_back(parquet_part(&[], id_column).unwrap());
+            let frame = read_back(parquet_part::<ProcessedRow>(&[], id_column).unwrap());
             assert_eq!(frame.height(), 0);
             assert_eq!(frame.get_column_names(), names);
             assert_eq!(frame.column("ids").unwrap().dtype(), &DataType::List(Box::new(DataType::Int32)));
