@@ -42,13 +42,25 @@ impl Default for CleaningConfig {
 /// the alternation's leftmost-first choice.
 #[derive(Debug, Clone)]
 struct StopwordIndex {
-    /// Heads, each with its stopwords in list order, by the head's length
-    /// in bytes and first byte (`len * 256 + byte`): a run of word
-    /// characters (most are not stopwords) is looked up without hashing it,
-    /// among the one or two heads of its shape.
-    by_shape: Vec<Vec<(String, Vec<String>)>>,
+    /// The heads of each shape, by the head's length in bytes and first byte
+    /// (`len * 256 + byte`), as a range of `heads`: a run of word characters
+    /// (most are not stopwords) is looked up without hashing it, and mostly
+    /// found to have no head of its shape at all.
+    by_shape: Vec<(u32, u32)>,
+    heads: Vec<Head>,
     /// No run of word characters longer than this can start a stopword.
     longest_head: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Head {
+    /// The head's first bytes as one number: a shape holds up to a dozen
+    /// heads ("this", "that", "then", ...), compared in registers rather
+    /// than by a call to compare bytes each.
+    prefix: u128,
+    head: String,
+    /// The stopwords with this head, in list order.
+    words: Vec<String>,
 }
 
 impl StopwordIndex {
@@ -62,16 +74,25 @@ impl StopwordIndex {
                 None => by_head.push((head.to_string(), vec![word.clone()])),
             }
         }
+        // An empty head (a stopword starting with a non-word character) can
+        // never match: a run is never empty.
+        by_head.retain(|(head, _)| !head.is_empty());
+        let shape = |head: &str| head.len() * 256 + usize::from(head.as_bytes()[0]);
+        by_head.sort_by_key(|(head, _)| shape(head));
         let longest_head = by_head.iter().map(|(h, _)| h.len()).max().unwrap_or(0);
-        let mut by_shape = vec![Vec::new(); (longest_head + 1) * 256];
-        for (head, words) in by_head {
-            // An empty head (a stopword starting with a non-word character)
-            // can never match: a run is never empty.
-            if let Some(&first) = head.as_bytes().first() {
-                by_shape[head.len() * 256 + usize::from(first)].push((head, words));
+        let mut by_shape = vec![(0u32, 0u32); (longest_head + 1) * 256];
+        for (at, (head, _)) in by_head.iter().enumerate() {
+            let range = &mut by_shape[shape(head)];
+            if range.0 == range.1 {
+                *range = (at as u32, at as u32);
             }
+            range.1 += 1;
         }
-        Self { by_shape, longest_head }
+        let heads = by_head
+            .into_iter()
+            .map(|(head, words)| Head { prefix: packed_prefix(head.as_bytes(), head.len()), head, words })
+            .collect();
+        Self { by_shape, heads, longest_head }
     }
 
     /// The length of the stopword that matches at the start of `rest`, whose
@@ -81,14 +102,43 @@ impl StopwordIndex {
         if run_len > self.longest_head || run_len == 0 {
             return None;
         }
-        let head = &rest.as_bytes()[..run_len];
-        let shape = &self.by_shape[run_len * 256 + usize::from(head[0])];
-        let (_, candidates) = shape.iter().find(|(h, _)| h.as_bytes() == head)?;
-        candidates.iter().find_map(|word| {
+        let bytes = rest.as_bytes();
+        let (from, to) = self.by_shape[run_len * 256 + usize::from(bytes[0])];
+        if from == to {
+            return None;
+        }
+        let prefix = packed_prefix(bytes, run_len);
+        let run = &bytes[..run_len];
+        let Head { words, .. } = self.heads[from as usize..to as usize]
+            .iter()
+            .find(|h| h.prefix == prefix && (run_len <= PREFIX_BYTES || h.head.as_bytes() == run))?;
+        words.iter().find_map(|word| {
+            if word.len() == run_len {
+                // The head itself: the run is maximal, so it ends on a boundary.
+                return Some(run_len);
+            }
             let ends_on_boundary = || !rest[word.len()..].chars().next().is_some_and(is_word);
             (rest.starts_with(word.as_str()) && ends_on_boundary()).then_some(word.len())
         })
     }
+}
+
+const PREFIX_BYTES: usize = 16;
+
+/// The first `len` bytes of `bytes` (at most 16), little-endian and
+/// zero-padded; one unaligned load when 16 bytes are there to read.
+#[inline]
+fn packed_prefix(bytes: &[u8], len: usize) -> u128 {
+    let len = len.min(PREFIX_BYTES);
+    let word = match bytes.first_chunk::<PREFIX_BYTES>() {
+        Some(chunk) => u128::from_le_bytes(*chunk),
+        None => {
+            let mut padded = [0u8; PREFIX_BYTES];
+            padded[..len].copy_from_slice(&bytes[..len]);
+            u128::from_le_bytes(padded)
+        }
+    };
+    if len == PREFIX_BYTES { word } else { word & ((1u128 << (8 * len)) - 1) }
 }
 
 #[derive(Debug, Clone)]
@@ -122,26 +172,63 @@ impl TextCleaner {
     /// of word characters is either a stopword match (dropped with the
     /// whitespace after it) or its alphanumeric words are written out.
     fn clean_ascii(&self, text: &str) -> String {
-        let lowered = text.to_ascii_lowercase();
-        let bytes = lowered.as_bytes();
-        let mut out = String::with_capacity(text.len());
+        thread_local! {
+            // The lower-cased text is only looked at: one buffer a thread
+            // instead of an allocation a row.
+            static LOWERED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        LOWERED.with_borrow_mut(|lowered| {
+            lowered.clear();
+            lowered.push_str(text);
+            lowered.make_ascii_lowercase();
+            // The scan reads a block at a time: past the end, it reads zeros,
+            // which are no word's bytes.
+            lowered.extend(std::iter::repeat_n('\0', BLOCK));
+            self.clean_lowered_ascii(lowered, text.len())
+        })
+    }
+
+    /// `padded` is the lower-cased text (`len` bytes) and `BLOCK` zeros.
+    fn clean_lowered_ascii(&self, padded: &str, len: usize) -> String {
+        let bytes = padded.as_bytes();
+        let lowered = &padded[..len];
+        let mut out = String::with_capacity(len);
         let mut words = 0usize;
         let mut at = 0;
-        while at < bytes.len() {
-            if !is_ascii_word(bytes[at]) {
-                at += 1;
+        while at < len {
+            let word = WordBytes::of(block_at(bytes, at)).word;
+            if word == 0 {
+                at += BLOCK;
                 continue;
             }
-            // Whole runs are consumed below, so a run found here starts on a word boundary.
-            let run_len = bytes[at..].iter().position(|&b| !is_ascii_word(b)).unwrap_or(bytes.len() - at);
-            match self.stopwords.match_at(&lowered[at..], run_len) {
+            at += first_byte(word);
+            // Whole runs are consumed below, so a run found here starts on a
+            // word boundary. Its end is found a block at a time: a branch a
+            // byte would be mispredicted at nearly every run's end.
+            let start = at;
+            let mut underscores = false;
+            loop {
+                let block = WordBytes::of(block_at(bytes, at));
+                let other = !block.word & HIGH_BITS;
+                if other == 0 {
+                    underscores |= block.underscore != 0;
+                    at += BLOCK;
+                    continue;
+                }
+                let before_end = (other & other.wrapping_neg()) - 1;
+                underscores |= block.underscore & before_end != 0;
+                at += first_byte(other);
+                break;
+            }
+            let run_len = at - start;
+            match self.stopwords.match_at(&lowered[start..], run_len) {
                 Some(word_len) => {
-                    at += word_len;
-                    at += bytes[at..].iter().take_while(|&&b| is_ascii_space(b)).count();
+                    at = start + word_len;
+                    at += bytes[at..len].iter().take_while(|&&b| is_ascii_space(b)).count();
                 }
                 None => {
-                    let run = &lowered[at..at + run_len];
-                    if run.as_bytes().contains(&b'_') {
+                    let run = &lowered[start..at];
+                    if underscores {
                         for word in run.split('_').filter(|w| !w.is_empty()) {
                             push_word_without_link(word, words, &mut out);
                             words += 1;
@@ -151,7 +238,6 @@ impl TextCleaner {
                         push_word_without_link(run, words, &mut out);
                         words += 1;
                     }
-                    at += run_len;
                 }
             }
         }
@@ -231,19 +317,40 @@ fn push_word_without_link(word: &str, index: usize, out: &mut String) {
     }
 }
 
-/// `is_word` for one ASCII byte: a table, as the scan asks it of every byte.
+/// Bytes the ASCII scan classifies at once, as one `u64`.
+const BLOCK: usize = 8;
+const LOW_BITS: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
 #[inline]
-fn is_ascii_word(byte: u8) -> bool {
-    const WORD: [bool; 256] = {
-        let mut table = [false; 256];
-        let mut byte = 0;
-        while byte < 256 {
-            table[byte] = (byte as u8).is_ascii_alphanumeric() || byte == b'_' as usize;
-            byte += 1;
-        }
-        table
-    };
-    WORD[usize::from(byte)]
+fn block_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + BLOCK].try_into().expect("a block's worth of bytes"))
+}
+
+/// The index of the byte whose high bit is the lowest set in `mask`.
+#[inline]
+fn first_byte(mask: u64) -> usize {
+    (mask.trailing_zeros() / 8) as usize
+}
+
+/// `is_word` of eight lower-cased ASCII bytes at once: the high bit of each
+/// byte that is a word character (`[0-9a-z_]`), and of each underscore.
+struct WordBytes {
+    word: u64,
+    underscore: u64,
+}
+
+impl WordBytes {
+    #[inline]
+    fn of(block: u64) -> Self {
+        // For a byte below 0x80, adding 0x80 - n sets its high bit exactly
+        // when it is at least n, and never carries into the next byte.
+        let at_least = |n: u8| block.wrapping_add(LOW_BITS * u64::from(0x80 - n));
+        let within = |low: u8, high: u8| at_least(low) & !at_least(high + 1);
+        let underscore = within(b'_', b'_') & HIGH_BITS;
+        let word = (within(b'0', b'9') | within(b'a', b'z')) & HIGH_BITS | underscore;
+        Self { word, underscore }
+    }
 }
 
 /// `is_space` for one ASCII byte.
