@@ -168,19 +168,27 @@ impl FinishedRows {
 
     /// The rows of partitions `0..partitions`, in order. Sorting rows kept
     /// in memory runs on the current rayon pool.
-    pub fn into_ordered(self, partitions: u64) -> Result<RowsInOrder> {
+    pub fn into_ordered(self, partitions: u64) -> Result<OrderedRows> {
         match self {
             Self::Spilled(work) => {
                 let runs = (0..partitions).map(|p| work.run_path(p)).collect();
-                Ok(Box::new(read_in_order(runs, work.bucketing())?))
+                Ok(OrderedRows::Streamed(Box::new(read_in_order(runs, work.bucketing())?)))
             }
             Self::InMemory(kept) => {
                 let mut rows = kept.into_inner().unwrap();
                 rows.par_sort_unstable_by_key(|r| r.order);
-                Ok(Box::new(rows.into_iter().map(Ok)))
+                Ok(OrderedRows::InMemory(rows))
             }
         }
     }
+}
+
+/// A job's finished rows in their split order.
+pub enum OrderedRows {
+    /// Sorted in memory, every row at hand.
+    InMemory(Vec<ProcessedRow>),
+    /// Merged from the spilled runs as they are read.
+    Streamed(RowsInOrder),
 }
 
 fn partition_number(path: &Path, suffix: &str) -> Option<u64> {
@@ -251,7 +259,10 @@ mod tests {
                 let rows = keys.iter().map(|&k| row(spread(k))).collect();
                 kept.finish_partition(*partition, rows, &summary).unwrap();
             }
-            let rows = kept.into_ordered(3).unwrap().collect::<Result<Vec<_>>>().unwrap();
+            let rows = match kept.into_ordered(3).unwrap() {
+                OrderedRows::InMemory(rows) => rows,
+                OrderedRows::Streamed(rows) => rows.collect::<Result<Vec<_>>>().unwrap(),
+            };
             orders.push(rows.iter().map(|r| r.order).collect::<Vec<_>>());
         }
         let mut expected: Vec<(u64, u64)> = (1..10).map(|k| (spread(k), spread(k))).collect();

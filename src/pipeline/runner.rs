@@ -40,7 +40,7 @@ use super::in_order::map_in_order;
 use super::ingest::{self, ChunkParser, FileDigest, InputSource, RawChunk, ReadSettings, RowBatch};
 use super::one_pass::run_in_one_pass;
 use super::parquet_part::parquet_part;
-use super::partitions::{FinishedRows, PartitionCounts, PartitionSummary, WORK_FORMAT, WorkDir};
+use super::partitions::{FinishedRows, OrderedRows, PartitionCounts, PartitionSummary, WORK_FORMAT, WorkDir};
 use super::preprocessor::{ClassToIndex, FittedPreprocessor};
 use super::pyunicode::UNICODE_VERSION;
 use super::sorted_runs::Bucketing;
@@ -875,43 +875,14 @@ fn write(
         parts[part.side as usize].push(part.entry);
         Ok(())
     };
-    let (routed, tokens) = match kept {
-        FinishedRows::InMemory(rows) => {
-            // Every row is at hand: the sides are taken apart in parallel (as
-            // references, not moving the rows again), and every part is
-            // encoded at once; in a stream, the parts that fill with the last
-            // rows (the validation split's, mostly) would be encoded alone.
-            let mut rows = rows.into_inner().unwrap();
-            rows.par_sort_unstable_by_key(|r| r.order);
-            let (validation, train): (Vec<&ProcessedRow>, Vec<&ProcessedRow>) =
-                rows.par_iter().partition(|row| plan.is_validation(row));
-            let tokens = rows
-                .par_iter()
-                .fold(TokenTally::default, |mut tally, row| {
-                    tally.add(row.ids.len() as u64);
-                    tally
-                })
-                .reduce(TokenTally::default, TokenTally::merged);
-            let mut cut = Vec::new();
-            for (side, rows) in [(Side::Train, &train), (Side::Validation, &validation)] {
-                // An empty split still gets one (empty) part.
-                let chunks: Vec<&[&ProcessedRow]> =
-                    if rows.is_empty() { vec![&[]] } else { rows.chunks(rows_per_part).collect() };
-                cut.extend(chunks.into_iter().enumerate().map(|(n, chunk)| (part_name(side, n), side, chunk)));
-            }
-            let encoded = cut
-                .into_par_iter()
-                .map(|(name, side, rows)| EncodedPart::encode(name, side, rows, id_column))
-                .collect::<Result<Vec<_>>>()?;
+    let (routed, tokens) = match kept.into_ordered(partitions.count())? {
+        OrderedRows::InMemory(rows) => {
+            let (encoded, routed, tokens) = encode_parts_at_once(rows, &plan, rows_per_part, id_column)?;
             encoded.into_iter().try_for_each(store)?;
-            let routed = [train.len() as u64, validation.len() as u64];
-            drop((train, validation));
-            // A million rows' strings take a thread a tenth of a second to free.
-            rows.into_par_iter().for_each(drop);
             (routed, tokens)
         }
-        spilled @ FinishedRows::Spilled(_) => {
-            let mut shards = ShardCutter::new(spilled.into_ordered(partitions.count())?, &plan, rows_per_part);
+        OrderedRows::Streamed(rows) => {
+            let mut shards = ShardCutter::new(rows, &plan, rows_per_part);
             let encode = |shard: Shard| EncodedPart::encode(shard.name, shard.side, &shard.rows, id_column);
             map_in_order(&mut shards, threads, encode, store)?;
             (shards.routed, shards.tokens)
@@ -976,6 +947,44 @@ fn write(
 enum Side {
     Train = 0,
     Validation = 1,
+}
+
+/// Every part of a job whose rows are all at hand, sorted: the sides are
+/// taken apart in parallel (as references, not moving the rows again) and
+/// every part is encoded at once; in a stream, the parts that fill with the
+/// last rows (the validation split's, mostly) would be encoded alone.
+/// Returns the parts in part order, train's first, and what each side got.
+fn encode_parts_at_once(
+    rows: Vec<ProcessedRow>,
+    plan: &SplitPlan,
+    rows_per_part: usize,
+    id_column: IdColumn,
+) -> Result<(Vec<EncodedPart>, [u64; 2], TokenTally)> {
+    let (validation, train): (Vec<&ProcessedRow>, Vec<&ProcessedRow>) =
+        rows.par_iter().partition(|row| plan.is_validation(row));
+    let tokens = rows
+        .par_iter()
+        .fold(TokenTally::default, |mut tally, row| {
+            tally.add(row.ids.len() as u64);
+            tally
+        })
+        .reduce(TokenTally::default, TokenTally::merged);
+    let mut cut = Vec::new();
+    for (side, rows) in [(Side::Train, &train), (Side::Validation, &validation)] {
+        // An empty split still gets one (empty) part.
+        let chunks: Vec<&[&ProcessedRow]> =
+            if rows.is_empty() { vec![&[]] } else { rows.chunks(rows_per_part).collect() };
+        cut.extend(chunks.into_iter().enumerate().map(|(n, chunk)| (part_name(side, n), side, chunk)));
+    }
+    let encoded = cut
+        .into_par_iter()
+        .map(|(name, side, rows)| EncodedPart::encode(name, side, rows, id_column))
+        .collect::<Result<Vec<_>>>()?;
+    let routed = [train.len() as u64, validation.len() as u64];
+    drop((train, validation));
+    // A million rows' strings take one thread a tenth of a second to free.
+    rows.into_par_iter().for_each(drop);
+    Ok((encoded, routed, tokens))
 }
 
 /// The `n`th Parquet part of a side, from 0.
