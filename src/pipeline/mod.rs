@@ -22,3 +22,4 @@ mod test_rng;
 pub mod tokenize;
 mod unicode_tables;
 pub mod wordpiece_trainer;
+mod write_stage;
