@@ -14,6 +14,8 @@
 //! result never depends on which path ran. Tests compare both paths on
 //! random and edge-case text.
 
+use std::ops::{BitOr, Shl};
+
 use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::{ModelWrapper, NormalizerWrapper, PostProcessor, PreTokenizerWrapper, Tokenizer};
 
@@ -119,12 +121,17 @@ impl PieceTrie {
 
 /// A short `[a-z0-9]` word packed into a nonzero number, 6 bits a symbol
 /// (offset by one, so no two words pack alike; 0 marks an empty slot).
-trait PackedWord: Copy + Eq {
+trait PackedWord: Copy + Eq + From<u32> + Shl<u32, Output = Self> + BitOr<Output = Self> {
     /// The longest word that fits.
     const MAX_BYTES: usize;
     const EMPTY: Self;
+
     /// `None` if a byte is outside the alphabet.
-    fn pack(word: &[u8]) -> Option<Self>;
+    #[inline]
+    fn pack(word: &[u8]) -> Option<Self> {
+        word.iter().try_fold(Self::EMPTY, |key, &b| Some(key << 6 | Self::from(symbol(b)? + 1)))
+    }
+
     /// The bits a table slot is chosen by.
     fn mixed(self) -> u64;
 }
@@ -132,10 +139,6 @@ trait PackedWord: Copy + Eq {
 impl PackedWord for u64 {
     const MAX_BYTES: usize = 10;
     const EMPTY: Self = 0;
-    #[inline]
-    fn pack(word: &[u8]) -> Option<Self> {
-        word.iter().try_fold(0u64, |key, &b| Some(key << 6 | u64::from(symbol(b)? + 1)))
-    }
     #[inline]
     fn mixed(self) -> u64 {
         self
@@ -145,10 +148,6 @@ impl PackedWord for u64 {
 impl PackedWord for u128 {
     const MAX_BYTES: usize = 21;
     const EMPTY: Self = 0;
-    #[inline]
-    fn pack(word: &[u8]) -> Option<Self> {
-        word.iter().try_fold(0u128, |key, &b| Some(key << 6 | u128::from(symbol(b)? + 1)))
-    }
     #[inline]
     fn mixed(self) -> u64 {
         (self as u64) ^ ((self >> 64) as u64).rotate_left(31)
