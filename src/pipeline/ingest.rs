@@ -4,8 +4,8 @@
 //! CSV is cut into chunks at record boundaries (a newline outside quotes)
 //! and each chunk's records into fields ([`csv_fields`]), every column a
 //! string, so types cannot change from one chunk to the next; a chunk not
-//! in the plain form is read by polars, whose reading the fields match. Parquet is read in row
-//! slices; JSON Lines line by line.
+//! in the plain form is read by polars, whose reading the fields match.
+//! Parquet is read in row slices; JSON Lines line by line.
 
 use std::io::{BufRead, BufReader, Cursor, Read};
 use std::ops::Range;
@@ -661,15 +661,15 @@ fn open_csv(mut chunker: CsvCutter, spec: &JobSpec, batch_rows: usize) -> Result
     let names: Vec<String> = header_frame.get_column_names().iter().map(|n| n.to_string()).collect();
     let columns = ColumnPlan::resolve(spec, &names)?;
     let schema: SchemaRef = Arc::new(names.iter().map(|n| Field::new(n.as_str().into(), DataType::String)).collect());
+    let positions = ColumnPositions::of(&columns, &schema)?;
     let without_texts = {
-        let wanted = std::iter::once(&columns.label).chain(columns.id.as_ref()).chain(columns.split_key.as_ref());
-        let mut indices: Vec<usize> = wanted.filter_map(|name| schema.index_of(name)).collect();
+        let mut indices: Vec<usize> =
+            std::iter::once(positions.label).chain(positions.id).chain(positions.split_key).collect();
         // The id and the split key may be one column.
         indices.sort_unstable();
         indices.dedup();
         Arc::new(indices)
     };
-    let positions = ColumnPositions::of(&columns, &schema)?;
     let layout = Arc::new(CsvLayout { schema, plan: columns.clone(), positions, without_texts });
     let mut index = 0;
     let mut done = false;
