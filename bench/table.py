@@ -7,7 +7,7 @@ ratios the performance targets are stated in.
 import json
 import sys
 
-STAGES = {"read", "split", "clean", "tokenize", "write"}
+STAGES = {"read", "split", "clean_tokenize", "clean", "tokenize", "write"}
 
 
 def main():

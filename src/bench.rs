@@ -20,8 +20,10 @@ use crate::config::CommonConfig;
 use crate::error::{Error, Result};
 use crate::pipeline::artifacts::{IdColumn, ProcessedRow};
 use crate::pipeline::clean::{CleaningConfig, TextCleaner, default_stopwords};
+use crate::pipeline::clean_encode::clean_and_tokenize;
 use crate::pipeline::ingest::{self, InputSource};
 use crate::pipeline::parquet_part::parquet_part;
+use crate::pipeline::preprocessor::EncodedText;
 use crate::pipeline::spec::JobSpec;
 use crate::pipeline::split::{ClassTally, RowKey, membership_hash, order_hash};
 use crate::pipeline::tokenize::WordPieceTokenizer;
@@ -149,6 +151,14 @@ pub fn run(args: &BenchArgs) -> Result<Vec<StageFigure>> {
         enabled: spec.cleaning.enabled,
         stopwords: spec.cleaning.stopwords.clone().unwrap_or_else(default_stopwords),
     });
+    // The job cleans and tokenizes in one scan; each is also timed alone.
+    let started = Instant::now();
+    let fused: Result<Vec<EncodedText>> = pool
+        .install(|| texts.par_iter().with_min_len(256).map(|t| clean_and_tokenize(&cleaner, &tokenizer, t)).collect());
+    let fused = fused?;
+    let path = if tokenizer.has_clean_text_path() { "in one scan" } else { "one after the other" };
+    figures.push(figure("clean_tokenize", rows, input_bytes, started.elapsed(), format!("{path}, {workers} threads")));
+
     let started = Instant::now();
     let cleaned: Vec<String> = pool.install(|| texts.par_iter().with_min_len(256).map(|t| cleaner.clean(t)).collect());
     figures.push(figure("clean", rows, input_bytes, started.elapsed(), format!("{workers} threads")));
@@ -177,6 +187,14 @@ pub fn run(args: &BenchArgs) -> Result<Vec<StageFigure>> {
     figures.push(figure("tokenize", rows, input_bytes, took, format!("{path}, {workers} threads")));
     let (limit, took) = encode_all(true)?;
     let differing = encoded.iter().zip(&limit).filter(|(a, b)| a != b).count();
+    let differing_fused =
+        fused.iter().zip(&cleaned).zip(&encoded).filter(|((f, c), e)| f.cleaned != **c || f.ids != **e).count();
+    drop(fused);
+    if differing_fused > 0 {
+        return Err(Error::internal(format!(
+            "clean and tokenize in one scan differ from one after the other on {differing_fused} rows"
+        )));
+    }
     let limit_note = format!("tokenizers crate, {workers} threads; ids differ from prepd's on {differing} rows");
     figures.push(figure("tokenizer_limit", rows, input_bytes, took, limit_note));
     drop(limit);

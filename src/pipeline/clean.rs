@@ -95,23 +95,29 @@ impl StopwordIndex {
         Self { by_shape, heads, longest_head }
     }
 
+    /// The head that a run of word characters, the first `run_len` bytes
+    /// of `rest`, is, if any.
+    #[inline]
+    fn head_of(&self, rest: &[u8], run_len: usize) -> Option<&Head> {
+        if run_len > self.longest_head || run_len == 0 {
+            return None;
+        }
+        let (from, to) = self.by_shape[run_len * 256 + usize::from(rest[0])];
+        if from == to {
+            return None;
+        }
+        let prefix = packed_prefix(rest, run_len);
+        let run = &rest[..run_len];
+        self.heads[from as usize..to as usize]
+            .iter()
+            .find(|h| h.prefix == prefix && (run_len <= PREFIX_BYTES || h.head.as_bytes() == run))
+    }
+
     /// The length of the stopword that matches at the start of `rest`, whose
     /// first `run_len` bytes are a maximal run of word characters.
     #[inline]
     fn match_at(&self, rest: &str, run_len: usize) -> Option<usize> {
-        if run_len > self.longest_head || run_len == 0 {
-            return None;
-        }
-        let bytes = rest.as_bytes();
-        let (from, to) = self.by_shape[run_len * 256 + usize::from(bytes[0])];
-        if from == to {
-            return None;
-        }
-        let prefix = packed_prefix(bytes, run_len);
-        let run = &bytes[..run_len];
-        let Head { words, .. } = self.heads[from as usize..to as usize]
-            .iter()
-            .find(|h| h.prefix == prefix && (run_len <= PREFIX_BYTES || h.head.as_bytes() == run))?;
+        let Head { words, .. } = self.head_of(rest.as_bytes(), run_len)?;
         words.iter().find_map(|word| {
             if word.len() == run_len {
                 // The head itself: the run is maximal, so it ends on a boundary.
@@ -120,6 +126,12 @@ impl StopwordIndex {
             let ends_on_boundary = || !rest[word.len()..].chars().next().is_some_and(is_word);
             (rest.starts_with(word.as_str()) && ends_on_boundary()).then_some(word.len())
         })
+    }
+
+    /// Whether [`Self::match_at`] on the maximal run `run` looks at nothing
+    /// after it: the run is no head, or its head's first word is the head.
+    fn decided_by_run(&self, run: &str) -> bool {
+        self.head_of(run.as_bytes(), run.len()).is_none_or(|head| head.words[0].len() == run.len())
     }
 }
 
@@ -145,16 +157,23 @@ fn packed_prefix(bytes: &[u8], len: usize) -> u128 {
 pub struct TextCleaner {
     config: CleaningConfig,
     stopwords: StopwordIndex,
+    identity: u64,
 }
 
 impl TextCleaner {
     pub fn new(config: CleaningConfig) -> Self {
         let stopwords = StopwordIndex::new(&config.stopwords);
-        Self { config, stopwords }
+        Self { config, stopwords, identity: super::clean_encode::new_identity() }
     }
 
     pub fn config(&self) -> &CleaningConfig {
         &self.config
+    }
+
+    /// Which cleaner this is, for memos of its answers: clones share it,
+    /// no two cleaners built in one process do.
+    pub(super) fn identity(&self) -> u64 {
+        self.identity
     }
 
     pub fn clean(&self, text: &str) -> String {
@@ -172,76 +191,42 @@ impl TextCleaner {
     /// of word characters is either a stopword match (dropped with the
     /// whitespace after it) or its alphanumeric words are written out.
     fn clean_ascii(&self, text: &str) -> String {
-        thread_local! {
-            // The lower-cased text is only looked at: one buffer a thread
-            // instead of an allocation a row.
-            static LOWERED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-        }
-        LOWERED.with_borrow_mut(|lowered| {
-            lowered.clear();
-            lowered.push_str(text);
-            lowered.make_ascii_lowercase();
-            // The scan reads a block at a time: past the end, it reads zeros,
-            // which are no word's bytes.
-            lowered.extend(std::iter::repeat_n('\0', BLOCK));
-            self.clean_lowered_ascii(lowered, text.len())
+        with_lowered_ascii(text, |lowered| {
+            let mut out = String::with_capacity(text.len());
+            let mut words = CleanedWords::default();
+            scan_ascii_runs(lowered, |run| self.clean_run(lowered, run, &mut |word| words.push(word, &mut out)));
+            out
         })
     }
 
-    /// `padded` is the lower-cased text (`len` bytes) and `BLOCK` zeros.
-    fn clean_lowered_ascii(&self, padded: &str, len: usize) -> String {
-        let bytes = padded.as_bytes();
-        let lowered = &padded[..len];
-        let mut out = String::with_capacity(len);
-        let mut words = 0usize;
-        let mut at = 0;
-        while at < len {
-            let word = WordBytes::of(block_at(bytes, at)).word;
-            if word == 0 {
-                at += BLOCK;
-                continue;
-            }
-            at += first_byte(word);
-            // Whole runs are consumed below, so a run found here starts on a
-            // word boundary. Its end is found a block at a time: a branch a
-            // byte would be mispredicted at nearly every run's end.
-            let start = at;
-            let mut underscores = false;
-            loop {
-                let block = WordBytes::of(block_at(bytes, at));
-                let other = !block.word & HIGH_BITS;
-                if other == 0 {
-                    underscores |= block.underscore != 0;
-                    at += BLOCK;
-                    continue;
+    /// What cleaning makes of one run of the ASCII scan: a stopword match is
+    /// skipped with the whitespace after it, else the run's alphanumeric
+    /// words, each cut at a link, go to `word` in order. Returns where the
+    /// scan goes on.
+    #[inline]
+    pub(super) fn clean_run(&self, lowered: &LoweredAscii<'_>, run: AsciiRun, word: &mut impl FnMut(&str)) -> usize {
+        let text = lowered.text();
+        match self.stopwords.match_at(&text[run.start..], run.len) {
+            Some(word_len) => lowered.after_spaces(run.start + word_len),
+            None => {
+                let run_text = &text[run.start..run.end()];
+                if run.underscores {
+                    run_text.split('_').filter(|w| !w.is_empty()).for_each(|w| word(without_link(w)));
+                } else {
+                    // Most runs are one word: no splitter set up for them.
+                    word(without_link(run_text));
                 }
-                let before_end = (other & other.wrapping_neg()) - 1;
-                underscores |= block.underscore & before_end != 0;
-                at += first_byte(other);
-                break;
-            }
-            let run_len = at - start;
-            match self.stopwords.match_at(&lowered[start..], run_len) {
-                Some(word_len) => {
-                    at = start + word_len;
-                    at += bytes[at..len].iter().take_while(|&&b| is_ascii_space(b)).count();
-                }
-                None => {
-                    let run = &lowered[start..at];
-                    if underscores {
-                        for word in run.split('_').filter(|w| !w.is_empty()) {
-                            push_word_without_link(word, words, &mut out);
-                            words += 1;
-                        }
-                    } else {
-                        // Most runs are one word: no splitter set up for them.
-                        push_word_without_link(run, words, &mut out);
-                        words += 1;
-                    }
-                }
+                run.end()
             }
         }
-        out
+    }
+
+    /// Whether [`Self::clean_run`] on a run without underscores depends on
+    /// nothing but the run's bytes: true unless a stopword that starts with
+    /// the run and goes on past it (`don't` for `don`) comes first in the
+    /// list, when the text after the run decides.
+    pub(super) fn run_decides_alone(&self, run: &str) -> bool {
+        self.stopwords.decided_by_run(run)
     }
 
     /// Any text: the steps one after the other, with Python's Unicode classes.
@@ -298,22 +283,35 @@ impl TextCleaner {
 /// leaves a double (or leading, or trailing) space, as the reference does.
 fn push_words_without_links(text: &str, out: &mut String) {
     let words = text.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty());
-    for (n, word) in words.enumerate() {
-        push_word_without_link(word, n, out);
+    let mut joined = CleanedWords::default();
+    words.for_each(|word| joined.push(without_link(word), out));
+}
+
+/// An alphanumeric word cut at a link (`http` and at least one more
+/// character), possibly to nothing.
+#[inline]
+fn without_link(word: &str) -> &str {
+    // A byte scan: words are short, and `str::find` sets up a searcher per call.
+    match word.as_bytes().windows(4).position(|w| w == b"http") {
+        Some(link_at) if link_at + 4 < word.len() => &word[..link_at],
+        _ => word,
     }
 }
 
-/// Appends the `index`th alphanumeric word, after a space unless it is the
-/// first, cut at a link (`http` and at least one more character).
-#[inline]
-fn push_word_without_link(word: &str, index: usize, out: &mut String) {
-    if index > 0 {
-        out.push(' ');
-    }
-    // A byte scan: words are short, and `str::find` sets up a searcher per call.
-    match word.as_bytes().windows(4).position(|w| w == b"http") {
-        Some(link_at) if link_at + 4 < word.len() => out.push_str(&word[..link_at]),
-        _ => out.push_str(word),
+/// Joins cleaned words with one space each, as steps 3 to 6 leave them.
+#[derive(Default)]
+pub(super) struct CleanedWords {
+    count: usize,
+}
+
+impl CleanedWords {
+    #[inline]
+    pub(super) fn push(&mut self, word: &str, out: &mut String) {
+        if self.count > 0 {
+            out.push(' ');
+        }
+        out.push_str(word);
+        self.count += 1;
     }
 }
 
@@ -331,6 +329,98 @@ fn block_at(bytes: &[u8], at: usize) -> u64 {
 #[inline]
 fn first_byte(mask: u64) -> usize {
     (mask.trailing_zeros() / 8) as usize
+}
+
+/// Zero bytes after a lowered text: the scan reads a block at a time, and
+/// the fused encoder a run's first 16 bytes, past the end; zeros are no
+/// word's bytes.
+pub(super) const PADDING: usize = 16;
+
+/// An ASCII text lower-cased (which keeps byte positions), followed by
+/// [`PADDING`] zeros.
+pub(super) struct LoweredAscii<'a> {
+    padded: &'a str,
+    len: usize,
+}
+
+impl LoweredAscii<'_> {
+    pub(super) fn text(&self) -> &str {
+        &self.padded[..self.len]
+    }
+
+    pub(super) fn padded_bytes(&self) -> &[u8] {
+        self.padded.as_bytes()
+    }
+
+    /// `at` moved past the whitespace there, as `\s*` after a stopword.
+    pub(super) fn after_spaces(&self, at: usize) -> usize {
+        at + self.text().as_bytes()[at..].iter().take_while(|&&b| is_ascii_space(b)).count()
+    }
+}
+
+/// Runs `f` on ASCII `text` lower-cased in this thread's buffer: the
+/// lowered text is only looked at, so one buffer a thread instead of an
+/// allocation a row.
+pub(super) fn with_lowered_ascii<R>(text: &str, f: impl FnOnce(&LoweredAscii<'_>) -> R) -> R {
+    thread_local! {
+        static LOWERED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    LOWERED.with_borrow_mut(|buffer| {
+        buffer.clear();
+        buffer.push_str(text);
+        buffer.make_ascii_lowercase();
+        buffer.extend(std::iter::repeat_n('\0', PADDING));
+        f(&LoweredAscii { padded: buffer, len: text.len() })
+    })
+}
+
+/// A maximal run of word characters (`[0-9a-z_]`) of a lowered text.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct AsciiRun {
+    pub(super) start: usize,
+    pub(super) len: usize,
+    pub(super) underscores: bool,
+}
+
+impl AsciiRun {
+    pub(super) fn end(&self) -> usize {
+        self.start + self.len
+    }
+}
+
+/// Hands each maximal run of word characters of `lowered` to `on_run`,
+/// which answers where the scan goes on (the run's end, or past it).
+#[inline(always)]
+pub(super) fn scan_ascii_runs(lowered: &LoweredAscii<'_>, mut on_run: impl FnMut(AsciiRun) -> usize) {
+    let bytes = lowered.padded_bytes();
+    let mut at = 0;
+    while at < lowered.len {
+        let word = WordBytes::of(block_at(bytes, at)).word;
+        if word == 0 {
+            at += BLOCK;
+            continue;
+        }
+        at += first_byte(word);
+        // Whole runs are consumed below, so a run found here starts on a
+        // word boundary. Its end is found a block at a time: a branch a
+        // byte would be mispredicted at nearly every run's end.
+        let start = at;
+        let mut underscores = false;
+        loop {
+            let block = WordBytes::of(block_at(bytes, at));
+            let other = !block.word & HIGH_BITS;
+            if other == 0 {
+                underscores |= block.underscore != 0;
+                at += BLOCK;
+                continue;
+            }
+            let before_end = (other & other.wrapping_neg()) - 1;
+            underscores |= block.underscore & before_end != 0;
+            at += first_byte(other);
+            break;
+        }
+        at = on_run(AsciiRun { start, len: at - start, underscores });
+    }
 }
 
 /// `is_word` of eight lower-cased ASCII bytes at once: the high bit of each

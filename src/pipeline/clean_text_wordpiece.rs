@@ -220,6 +220,7 @@ pub struct CleanTextEncoder {
     /// Special tokens the post-processor puts around a single sequence.
     before: Vec<u32>,
     after: Vec<u32>,
+    identity: u64,
 }
 
 impl CleanTextEncoder {
@@ -263,6 +264,7 @@ impl CleanTextEncoder {
             max_word_len: model.max_input_chars_per_word,
             before,
             after,
+            identity: super::clean_encode::new_identity(),
         })
     }
 
@@ -270,49 +272,77 @@ impl CleanTextEncoder {
     /// (special tokens included) cut any; `None` if `text` holds a byte
     /// outside `[a-z0-9 ]` or the length leaves no room for the specials.
     pub fn encode(&self, text: &str, max_length: Option<usize>) -> Option<(Vec<u32>, bool)> {
+        self.on_this_cpu(|| {
+            let budget = self.budget(max_length)?;
+            let mut ids = Vec::with_capacity(self.before.len() + self.after.len() + text.len() / 4 + 1);
+            self.begin(&mut ids);
+            for word in text.as_bytes().split(|&b| b == b' ').filter(|w| !w.is_empty()) {
+                self.push_word(word, &mut ids)?;
+            }
+            let truncated = self.finish(&mut ids, budget);
+            Some((ids, truncated))
+        })
+    }
+
+    /// Runs `encode`, and the calls to this encoder inlined into it,
+    /// compiled so that a trie step counts a node's children in one
+    /// instruction where the CPU has it: the binary targets baseline
+    /// x86-64, where `count_ones` takes a dozen.
+    #[inline(always)]
+    pub(super) fn on_this_cpu<R>(&self, encode: impl FnOnce() -> R) -> R {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("popcnt") {
+            #[target_feature(enable = "popcnt")]
+            fn with_popcnt<R>(encode: impl FnOnce() -> R) -> R {
+                encode()
+            }
             // SAFETY: the CPU has just been found to have the instruction.
-            return unsafe { self.encode_with_popcnt(text, max_length) };
+            return unsafe { with_popcnt(encode) };
         }
-        self.encode_on_any_cpu(text, max_length)
+        encode()
     }
 
-    /// The same code, compiled so that a trie step counts a node's children
-    /// in one instruction: the binary targets baseline x86-64, where
-    /// `count_ones` takes a dozen.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "popcnt")]
-    fn encode_with_popcnt(&self, text: &str, max_length: Option<usize>) -> Option<(Vec<u32>, bool)> {
-        self.encode_on_any_cpu(text, max_length)
-    }
-
-    #[inline(always)]
-    fn encode_on_any_cpu(&self, text: &str, max_length: Option<usize>) -> Option<(Vec<u32>, bool)> {
+    /// How many pieces fit between the special tokens under `max_length`;
+    /// `None` when the specials alone reach it.
+    #[inline]
+    pub(super) fn budget(&self, max_length: Option<usize>) -> Option<usize> {
         let added = self.before.len() + self.after.len();
-        let budget = match max_length {
-            Some(max) if max <= added => return None,
-            Some(max) => max - added,
-            None => usize::MAX,
-        };
-        let mut ids = Vec::with_capacity(added + text.len() / 4 + 1);
-        ids.extend_from_slice(&self.before);
-        for word in text.as_bytes().split(|&b| b == b' ').filter(|w| !w.is_empty()) {
-            self.push_word(word, &mut ids)?;
+        match max_length {
+            Some(max) if max <= added => None,
+            Some(max) => Some(max - added),
+            None => Some(usize::MAX),
         }
+    }
+
+    /// Starts a text's ids: the leading specials.
+    #[inline]
+    pub(super) fn begin(&self, ids: &mut Vec<u32>) {
+        ids.extend_from_slice(&self.before);
+    }
+
+    /// Cuts the pieces to `budget` and appends the trailing specials;
+    /// whether anything was cut.
+    #[inline]
+    pub(super) fn finish(&self, ids: &mut Vec<u32>, budget: usize) -> bool {
         let pieces = ids.len() - self.before.len();
         let truncated = pieces > budget;
         if truncated {
             ids.truncate(self.before.len() + budget);
         }
         ids.extend_from_slice(&self.after);
-        Some((ids, truncated))
+        truncated
+    }
+
+    /// Which encoder this is, for memos of its answers: clones share it,
+    /// no two encoders built in one process do.
+    pub(super) fn identity(&self) -> u64 {
+        self.identity
     }
 
     /// Greedy longest-match-first, the whole word `[UNK]` if any position
     /// has no piece or the word is too long; as `WordPiece::tokenize`.
     #[inline(always)]
-    fn push_word(&self, word: &[u8], ids: &mut Vec<u32>) -> Option<()> {
+    pub(super) fn push_word(&self, word: &[u8], ids: &mut Vec<u32>) -> Option<()> {
         // A word that packs is in the alphabet; a longer one is checked here.
         if word.len() <= self.max_word_len && word.len() <= u128::MAX_BYTES {
             let whole = if word.len() <= u64::MAX_BYTES {

@@ -3,6 +3,7 @@
 
 pub mod artifacts;
 pub mod clean;
+pub mod clean_encode;
 pub mod clean_text_wordpiece;
 pub mod compression;
 pub mod csv_fields;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::clean::{CleaningConfig, TextCleaner};
+use super::clean_encode::clean_and_tokenize;
 use super::ingest::join_text;
 use super::pyunicode::UNICODE_VERSION;
 use super::spec::TokenizerSpec;
@@ -137,9 +138,7 @@ impl FittedPreprocessor {
 
     /// Cleans and tokenizes the joined text of one row: the core both doors share.
     pub fn encode_text(&self, joined_text: &str) -> Result<EncodedText> {
-        let cleaned = self.cleaner.clean(joined_text);
-        let (ids, truncated) = self.tokenizer.encode_reporting_truncation(&cleaned)?;
-        Ok(EncodedText { cleaned, ids, truncated })
+        clean_and_tokenize(&self.cleaner, &self.tokenizer, joined_text)
     }
 
     pub fn target(&self, label: &str) -> Option<i64> {

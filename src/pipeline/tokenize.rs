@@ -151,6 +151,15 @@ impl WordPieceTokenizer {
         self.encode_general(text)
     }
 
+    /// The specialised path for cleaned text, if this tokenizer has one.
+    pub(super) fn clean_text_encoder(&self) -> Option<&CleanTextEncoder> {
+        self.clean_text.as_deref()
+    }
+
+    pub fn max_length(&self) -> Option<usize> {
+        self.max_length
+    }
+
     /// Whether cleaned text has a specialised path for this tokenizer.
     pub fn has_clean_text_path(&self) -> bool {
         self.clean_text.is_some()

@@ -1,0 +1,337 @@
+//! Cleaning and clean-text WordPiece in one scan of a row's text, with a
+//! per-thread memo of the runs of word characters already seen.
+//!
+//! The ASCII cleaning cuts a text into runs of word characters
+//! ([`scan_ascii_runs`]); a run is dropped as a stopword or kept as a word,
+//! and the tokenizer then takes each word on its own. So what a run turns
+//! into, dropped or its kept bytes and token ids, is a function of the run's
+//! bytes (except for a few stopword heads, where the text after the run
+//! decides, and those are never remembered). Text repeats its words, so each
+//! thread remembers what the runs it met turned into, and most of a row is
+//! copied from that memo rather than looked up in the stopword, whole-word
+//! and trie tables again. Tokenizing while cleaning also spares the second
+//! pass over the cleaned text. The result is exactly cleaning, then
+//! tokenizing the cleaned text: tests compare the two on random text.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::clean::{AsciiRun, CleanedWords, PADDING, TextCleaner, scan_ascii_runs, with_lowered_ascii};
+use super::clean_text_wordpiece::CleanTextEncoder;
+use super::preprocessor::EncodedText;
+use super::tokenize::WordPieceTokenizer;
+use crate::error::Result;
+
+/// A new identity for a cleaner or an encoder: a memo entry names the two
+/// that made it, so a thread's memo serves every preprocessor it runs.
+pub(super) fn new_identity() -> u64 {
+    // From 1: an empty memo entry's identities are 0.
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Cleans `text` and tokenizes the cleaned text: in one scan where
+/// [`clean_and_encode`] applies, else one step after the other.
+pub fn clean_and_tokenize(cleaner: &TextCleaner, tokenizer: &WordPieceTokenizer, text: &str) -> Result<EncodedText> {
+    let fused = tokenizer
+        .clean_text_encoder()
+        .and_then(|encoder| clean_and_encode(cleaner, encoder, text, tokenizer.max_length()));
+    if let Some((cleaned, ids, truncated)) = fused {
+        return Ok(EncodedText { cleaned, ids, truncated });
+    }
+    let cleaned = cleaner.clean(text);
+    let (ids, truncated) = tokenizer.encode_reporting_truncation(&cleaned)?;
+    Ok(EncodedText { cleaned, ids, truncated })
+}
+
+/// The cleaned text of `text` and its ids (specials included), and whether
+/// `max_length` cut any; `None` when this path does not apply (cleaning
+/// off, text not ASCII, no room for the specials) and the two steps must
+/// run one after the other.
+fn clean_and_encode(
+    cleaner: &TextCleaner,
+    encoder: &CleanTextEncoder,
+    text: &str,
+    max_length: Option<usize>,
+) -> Option<(String, Vec<u32>, bool)> {
+    if !cleaner.config().enabled || !text.is_ascii() {
+        return None;
+    }
+    let budget = encoder.budget(max_length)?;
+    encoder.on_this_cpu(|| {
+        with_lowered_ascii(text, |lowered| {
+            WORKSPACE.with_borrow_mut(|Workspace { memo, cleaned, ids }| {
+                if memo.is_empty() {
+                    memo.resize(MEMO_SLOTS, Remembered::EMPTY);
+                }
+                let owners = [cleaner.identity(), encoder.identity()];
+                // Preprocessors that share a thread spread over the memo
+                // rather than take each other's slots for the same words.
+                let salt = (owners[0] << 32 ^ owners[1]).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+                cleaned.clear();
+                ids.clear();
+                encoder.begin(ids);
+                let mut words = CleanedWords::default();
+                let mut in_alphabet = true;
+                scan_ascii_runs(lowered, |run| {
+                    let key = run_key(lowered.padded_bytes(), run);
+                    let slot = key.map(|key| slot_of(key, salt));
+                    if let (Some(key), Some(slot)) = (key, slot) {
+                        let known = &memo[slot];
+                        if known.key == key && known.owners == owners {
+                            #[cfg(test)]
+                            tests::HITS.set(tests::HITS.get() + 1);
+                            if known.stopword {
+                                // The whitespace after it is no word's: the scan skips it.
+                                return run.end();
+                            }
+                            words.push(&lowered.text()[run.start..run.start + usize::from(known.kept)], cleaned);
+                            ids.extend_from_slice(&known.ids[..usize::from(known.pieces)]);
+                            return run.end();
+                        }
+                    }
+                    let ids_before = ids.len();
+                    let mut kept = None;
+                    let next = cleaner.clean_run(lowered, run, &mut |word| {
+                        kept = Some(word.len());
+                        words.push(word, cleaned);
+                        if !word.is_empty() {
+                            in_alphabet &= encoder.push_word(word.as_bytes(), ids).is_some();
+                        }
+                    });
+                    let pieces = &ids[ids_before..];
+                    if let (Some(key), Some(slot)) = (key, slot)
+                        && pieces.len() <= MEMO_IDS
+                        && cleaner.run_decides_alone(&lowered.text()[run.start..run.end()])
+                    {
+                        let mut remembered = Remembered {
+                            key,
+                            owners,
+                            kept: kept.unwrap_or(0) as u8,
+                            stopword: kept.is_none(),
+                            pieces: pieces.len() as u8,
+                            ids: [0; MEMO_IDS],
+                        };
+                        remembered.ids[..pieces.len()].copy_from_slice(pieces);
+                        memo[slot] = remembered;
+                    }
+                    next
+                });
+                // Cleaned words are `[a-z0-9]` by construction: checked, not assumed.
+                if !in_alphabet {
+                    return None;
+                }
+                let truncated = encoder.finish(ids, budget);
+                // Copies of exactly their size: a job keeps a million rows.
+                Some((cleaned.as_str().to_owned(), ids.to_vec(), truncated))
+            })
+        })
+    })
+}
+
+/// Runs remembered per thread: 512 KiB, a direct-mapped table where a new
+/// run takes its slot from the one there before, so memory stays bounded
+/// whatever the text and the memo keeps up with a text's changing words.
+const MEMO_SLOTS: usize = 1 << 13;
+/// The longest run remembered: a key is two `u64`s of its bytes.
+const MEMO_RUN_BYTES: usize = 16;
+/// The most pieces remembered for one run; a word of more takes the tables.
+const MEMO_IDS: usize = 7;
+
+thread_local! {
+    static WORKSPACE: std::cell::RefCell<Workspace> = const {
+        std::cell::RefCell::new(Workspace { memo: Vec::new(), cleaned: String::new(), ids: Vec::new() })
+    };
+}
+
+/// A thread's memo, and the row being written, reused from row to row.
+struct Workspace {
+    memo: Vec<Remembered>,
+    cleaned: String,
+    ids: Vec<u32>,
+}
+
+/// What a run turned into, one cache line.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Remembered {
+    /// The run's bytes, zero-padded: no run holds a zero byte.
+    key: [u64; 2],
+    /// The cleaner's and the encoder's identities.
+    owners: [u64; 2],
+    /// How many of the run's bytes the cleaned text keeps (a link cuts it).
+    kept: u8,
+    stopword: bool,
+    pieces: u8,
+    ids: [u32; MEMO_IDS],
+}
+
+const _: () = assert!(std::mem::size_of::<Remembered>() == 64);
+const _: () = assert!(MEMO_RUN_BYTES <= PADDING);
+
+impl Remembered {
+    const EMPTY: Self = Self { key: [0; 2], owners: [0; 2], kept: 0, stopword: false, pieces: 0, ids: [0; MEMO_IDS] };
+}
+
+/// The memo key of a run, `None` for one never remembered: longer than a
+/// key, or holding underscores (it is then several words, or none).
+#[inline(always)]
+fn run_key(padded: &[u8], run: AsciiRun) -> Option<[u64; 2]> {
+    if run.len > MEMO_RUN_BYTES || run.underscores {
+        return None;
+    }
+    // The text is followed by `PADDING` zeros, so both words can be read.
+    let word = |at: usize| u64::from_le_bytes(padded[at..at + 8].try_into().expect("eight bytes"));
+    let (low, high) = (word(run.start), word(run.start + 8));
+    let keep = |bytes: usize| u64::MAX >> (64 - 8 * bytes);
+    Some(if run.len <= 8 { [low & keep(run.len), 0] } else { [low, high & keep(run.len - 8)] })
+}
+
+#[inline(always)]
+fn slot_of(key: [u64; 2], salt: u64) -> usize {
+    let mixed = key[0] ^ key[1].wrapping_mul(0xff51_afd7_ed55_8ccd) ^ salt;
+    (mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - MEMO_SLOTS.trailing_zeros())) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::clean::CleaningConfig;
+    use crate::pipeline::test_rng::Rng;
+    use crate::pipeline::tokenize::WordPieceTokenizer;
+
+    thread_local! {
+        pub(super) static HITS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    const LETTERS: &[u8] = b"aehinostd0";
+
+    fn random_word(rng: &mut Rng, len: usize) -> String {
+        (0..len).map(|_| LETTERS[rng.below(LETTERS.len())] as char).collect()
+    }
+
+    fn random_vocab(rng: &mut Rng) -> String {
+        let mut lines: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].map(String::from).into();
+        for _ in 0..400 {
+            let len = 1 + rng.below(5);
+            let piece = random_word(rng, len);
+            lines.push(if rng.one_in(2) { format!("##{piece}") } else { piece });
+        }
+        lines.join("\n") + "\n"
+    }
+
+    /// Text where every rule of the cleaning meets the tokenizer: stopwords
+    /// (with apostrophes too), capitals, underscores, links, punctuation,
+    /// Python-only whitespace, runs longer than a memo key, many pieces.
+    fn random_text(rng: &mut Rng, pool: &[String]) -> String {
+        const PIECES: &[&str] = &[
+            "the",
+            "The",
+            "don",
+            "'t",
+            "don't",
+            "you",
+            "'re",
+            "a",
+            "I",
+            "it's",
+            "http",
+            "https://x.io/a",
+            "_",
+            "__a",
+            "a_b",
+            " ",
+            "  ",
+            "\t",
+            "\x1c",
+            ",",
+            ".",
+            "-",
+            "'",
+            "DATA",
+            "Shouldn't",
+            "s",
+            "t",
+        ];
+        let mut text = String::new();
+        for _ in 0..rng.below(16) {
+            match rng.below(4) {
+                0 => text.push_str(PIECES[rng.below(PIECES.len())]),
+                1 | 2 => text.push_str(&pool[rng.below(pool.len())]),
+                _ => {
+                    let len = 1 + if rng.one_in(8) { rng.below(30) } else { rng.below(8) };
+                    let word = random_word(rng, len);
+                    text.push_str(&if rng.one_in(5) { word.to_uppercase() } else { word });
+                }
+            }
+            if !rng.one_in(4) {
+                text.push(' ');
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn fused_equals_cleaning_then_tokenizing() {
+        let mut rng = Rng(23);
+        // Two cleaners and two tokenizers on one thread: a run remembered
+        // for one pair must never answer for another.
+        let cleaners = [
+            TextCleaner::new(CleaningConfig::default()),
+            TextCleaner::new(CleaningConfig {
+                enabled: true,
+                stopwords: vec!["data".into(), "ah".into(), "at's".into()],
+            }),
+        ];
+        let (mut runs_seen, mut cut) = (0, 0);
+        HITS.set(0);
+        for round in 0..10 {
+            let vocabs = [random_vocab(&mut rng), random_vocab(&mut rng)];
+            for max_length in [None, Some(3), Some(9)] {
+                let tokenizers = vocabs
+                    .each_ref()
+                    .map(|v| WordPieceTokenizer::from_vocab(v).unwrap().with_max_length(max_length).unwrap());
+                // Words that come back, as in real text.
+                let pool: Vec<String> = (0..50)
+                    .map(|_| {
+                        let len = 1 + rng.below(12);
+                        random_word(&mut rng, len)
+                    })
+                    .collect();
+                for case in 0..300 {
+                    let text = random_text(&mut rng, &pool);
+                    for cleaner in &cleaners {
+                        for tokenizer in &tokenizers {
+                            let encoder = tokenizer.clean_text_encoder().expect("a clean-text path");
+                            let cleaned = cleaner.clean(&text);
+                            let (ids, truncated) = tokenizer.encode_general(&cleaned).unwrap();
+                            let fused = clean_and_encode(cleaner, encoder, &text, max_length);
+                            assert_eq!(
+                                fused,
+                                Some((cleaned.clone(), ids, truncated)),
+                                "round {round}, max_length {max_length:?}, case {case}: {text:?}"
+                            );
+                            runs_seen += cleaned.split(' ').count();
+                            cut += usize::from(truncated);
+                        }
+                    }
+                }
+            }
+        }
+        // Many runs come from the memo, and truncation is reached.
+        assert!(HITS.get() > runs_seen / 4, "{} hits of {runs_seen} words", HITS.get());
+        assert!(cut > 1000, "{cut} truncated");
+    }
+
+    #[test]
+    fn other_text_is_left_to_the_two_steps() {
+        let tokenizer = WordPieceTokenizer::from_vocab("[UNK]\n[CLS]\n[SEP]\nab\n##c\n").unwrap();
+        let encoder = tokenizer.clean_text_encoder().unwrap();
+        let cleaner = TextCleaner::new(CleaningConfig::default());
+        assert_eq!(clean_and_encode(&cleaner, encoder, "Caf\u{e9} ab", None), None);
+        let off = TextCleaner::new(CleaningConfig { enabled: false, stopwords: vec![] });
+        assert_eq!(clean_and_encode(&off, encoder, "ab", None), None);
+        // No room for `[CLS]` and `[SEP]`.
+        assert_eq!(clean_and_encode(&cleaner, encoder, "ab", Some(2)), None);
+        assert_eq!(clean_and_encode(&cleaner, encoder, "The ABC", None), Some(("abc".into(), vec![1, 3, 4, 2], false)));
+    }
+}
