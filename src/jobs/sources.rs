@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path as FsPath, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use object_store::path::Path;
@@ -321,17 +321,25 @@ fn cloud_options_from_env(scheme: &str) -> Vec<(String, String)> {
 pub struct HubClient {
     pub endpoint: String,
     pub token: Option<String>,
-    client: reqwest::Client,
+    /// Built on the first download: building it loads the system's root
+    /// certificates (tens of milliseconds), which a job whose tokenizer is
+    /// a file or cached never needs.
+    client: Arc<OnceLock<reqwest::Client>>,
 }
 
 impl HubClient {
     pub fn new(endpoint: String, token: Option<String>) -> Self {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("prepd/", env!("CARGO_PKG_VERSION")))
-            .timeout(std::time::Duration::from_secs(60))
-            .build()
-            .expect("a TLS backend is built in");
-        Self { endpoint: endpoint.trim_end_matches('/').to_string(), token, client }
+        Self { endpoint: endpoint.trim_end_matches('/').to_string(), token, client: Arc::default() }
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        self.client.get_or_init(|| {
+            reqwest::Client::builder()
+                .user_agent(concat!("prepd/", env!("CARGO_PKG_VERSION")))
+                .timeout(std::time::Duration::from_secs(60))
+                .build()
+                .expect("a TLS backend is built in")
+        })
     }
 
     /// `repo` may carry a revision: `name@revision`.
@@ -351,7 +359,7 @@ impl HubClient {
         }
         for file in FILES {
             let url = format!("{}/{name}/resolve/{revision}/{file}", self.endpoint);
-            let mut request = self.client.get(&url);
+            let mut request = self.client().get(&url);
             if let Some(token) = &self.token {
                 request = request.bearer_auth(token);
             }
