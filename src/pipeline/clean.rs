@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::pyunicode::{is_space, is_word, push_lower};
+use super::pyunicode::{is_space, is_word, lowers_to_itself, push_lower};
 
 /// NLTK's English stopword list, in the order the reference alternates it.
 pub const ENGLISH_STOPWORDS: &str = include_str!("stopwords-en.txt");
@@ -180,17 +180,15 @@ impl TextCleaner {
         if !self.config.enabled {
             return text.to_string();
         }
-        if text.is_ascii() {
-            return self.clean_ascii(text);
-        }
-        self.clean_unicode(text)
+        self.clean_mostly_ascii(text).unwrap_or_else(|| self.clean_unicode(text))
     }
 
-    /// The same steps for ASCII text, where lower-casing keeps byte
-    /// positions and every class is a byte test, fused into one scan: a run
-    /// of word characters is either a stopword match (dropped with the
-    /// whitespace after it) or its alphanumeric words are written out.
-    fn clean_ascii(&self, text: &str) -> String {
+    /// The same steps for text that is ASCII but for characters that act as
+    /// spaces ([`with_lowered_ascii`]), where every class is a byte test,
+    /// fused into one scan: a run of word characters is either a stopword
+    /// match (dropped with the whitespace after it) or its alphanumeric
+    /// words are written out. `None` for any other text.
+    fn clean_mostly_ascii(&self, text: &str) -> Option<String> {
         with_lowered_ascii(text, |lowered| {
             let mut out = String::with_capacity(text.len());
             let mut words = CleanedWords::default();
@@ -313,6 +311,18 @@ impl CleanedWords {
         out.push_str(word);
         self.count += 1;
     }
+
+    /// [`Self::push`] of `word[..len]`.
+    #[inline]
+    pub(super) fn push_cut(&mut self, word: &str, len: usize, out: &mut String) {
+        if self.count > 0 {
+            out.push(' ');
+        }
+        let at = out.len();
+        out.push_str(word);
+        out.truncate(at + len);
+        self.count += 1;
+    }
 }
 
 /// Bytes the ASCII scan classifies at once, as one `u64`.
@@ -352,26 +362,54 @@ impl LoweredAscii<'_> {
         self.padded.as_bytes()
     }
 
+    pub(super) fn padded_text(&self) -> &str {
+        self.padded
+    }
+
     /// `at` moved past the whitespace there, as `\s*` after a stopword.
     pub(super) fn after_spaces(&self, at: usize) -> usize {
         at + self.text().as_bytes()[at..].iter().take_while(|&&b| is_ascii_space(b)).count()
     }
 }
 
-/// Runs `f` on ASCII `text` lower-cased in this thread's buffer: the
-/// lowered text is only looked at, so one buffer a thread instead of an
-/// allocation a row.
-pub(super) fn with_lowered_ascii<R>(text: &str, f: impl FnOnce(&LoweredAscii<'_>) -> R) -> R {
+/// Runs `f` on `text` lower-cased in this thread's buffer (the lowered
+/// text is only looked at: one buffer a thread instead of an allocation a
+/// row), with each non-ASCII character written as an ASCII space; `None`
+/// if one of them does not act as a space in cleaning (see
+/// [`acts_as_a_space`]).
+pub(super) fn with_lowered_ascii<R>(text: &str, f: impl FnOnce(&LoweredAscii<'_>) -> R) -> Option<R> {
     thread_local! {
         static LOWERED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
     }
     LOWERED.with_borrow_mut(|buffer| {
         buffer.clear();
-        buffer.push_str(text);
-        buffer.make_ascii_lowercase();
+        if text.is_ascii() {
+            buffer.push_str(text);
+            buffer.make_ascii_lowercase();
+        } else {
+            for c in text.chars() {
+                match c {
+                    _ if c.is_ascii() => buffer.push(c.to_ascii_lowercase()),
+                    _ if acts_as_a_space(c) => buffer.push(' '),
+                    _ => return None,
+                }
+            }
+        }
+        let len = buffer.len();
         buffer.extend(std::iter::repeat_n('\0', PADDING));
-        f(&LoweredAscii { padded: buffer, len: text.len() })
+        Some(f(&LoweredAscii { padded: buffer, len }))
     })
+}
+
+/// Whether cleaning treats `c` (not ASCII) exactly as it treats a space:
+/// it is no word character and lower-casing keeps it. Then no stopword
+/// match can hold it, it ends words as a space does (`\b`), and steps 3 to
+/// 6 turn it, with any whitespace around it, into the one space between two
+/// words. Whether `\s*` after a stopword takes it does not matter: it is
+/// replaced by a space either way. Curly quotes, dashes and emoji act so;
+/// letters such as `é` do not (they are word characters).
+fn acts_as_a_space(c: char) -> bool {
+    !is_word(c) && lowers_to_itself(c)
 }
 
 /// A maximal run of word characters (`[0-9a-z_]`) of a lowered text.
@@ -514,8 +552,36 @@ mod tests {
                 state ^= state << 17;
                 text.push_str(PIECES[(state % PIECES.len() as u64) as usize]);
             }
-            assert_eq!(cleaner.clean_ascii(&text), cleaner.clean_unicode(&text), "{text:?}");
+            assert_eq!(cleaner.clean_mostly_ascii(&text), Some(cleaner.clean_unicode(&text)), "{text:?}");
         }
+    }
+
+    #[test]
+    fn characters_that_act_as_spaces_keep_the_fast_path_exact() {
+        // Non-ASCII pieces of both kinds: ones the fast path writes as a
+        // space (quotes, dashes, emoji, Unicode spaces, a combining mark)
+        // and ones it must leave to the Unicode steps (letters, a digit, a
+        // circled letter and a Kelvin sign that lower-case, final sigma).
+        const PIECES: &[&str] = &[
+            "the", "The", "don", "'t", "’t", "t", "it", "“", "”", "—", "🤗", "\u{200a}", "\u{a0}", "\u{301}", "http",
+            "s://x", "x", "_", " ", ",", "é", "²", "Ⓐ", "K", "Σ", "İ", "ab", "me",
+        ];
+        let cleaner = TextCleaner::new(CleaningConfig::default());
+        let (mut fast, mut slow) = (0, 0);
+        let mut rng = crate::pipeline::test_rng::Rng(41);
+        for case in 0..20_000 {
+            let text: String = (0..case % 12).map(|_| PIECES[rng.below(PIECES.len())]).collect();
+            let unicode = cleaner.clean_unicode(&text);
+            match cleaner.clean_mostly_ascii(&text) {
+                Some(cleaned) => {
+                    assert_eq!(cleaned, unicode, "{text:?}");
+                    fast += usize::from(!text.is_ascii());
+                }
+                None => slow += 1,
+            }
+            assert_eq!(cleaner.clean(&text), unicode, "{text:?}");
+        }
+        assert!(fast > 3000 && slow > 3000, "{fast} non-ASCII texts on the fast path, {slow} on the Unicode steps");
     }
 
     #[test]

@@ -80,6 +80,15 @@ fn is_final_sigma(text: &str, sigma_at: usize) -> bool {
     !after.is_some_and(is_cased)
 }
 
+/// Whether `str.lower()` maps `c` to itself, wherever it stands.
+pub fn lowers_to_itself(c: char) -> bool {
+    if c.is_ascii() {
+        !c.is_ascii_uppercase()
+    } else {
+        c != CAPITAL_SIGMA && LOWER.binary_search_by_key(&(c as u32), |&(cp, _)| cp).is_err()
+    }
+}
+
 /// Python's `text.lower()`.
 pub fn lower(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -90,6 +99,16 @@ pub fn lower(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn characters_that_lower_to_themselves() {
+        for c in ['a', '1', ' ', '\u{2019}', '\u{1f917}', '\u{3c3}', '\u{e9}'] {
+            assert!(lowers_to_itself(c), "{c:?}");
+        }
+        for c in ['A', '\u{3a3}', '\u{c9}', '\u{130}', '\u{212a}', '\u{24b6}'] {
+            assert!(!lowers_to_itself(c), "{c:?}");
+        }
+    }
 
     #[test]
     fn python_word_characters_exclude_combining_marks_but_include_superscripts() {
