@@ -110,7 +110,7 @@ pub fn run(args: &BenchArgs) -> Result<Vec<StageFigure>> {
     let started = Instant::now();
     let (mut texts, mut labels, mut ids) = (Vec::new(), Vec::new(), Vec::new());
     ingest::open_chunks(&source, &spec, args.common.read_settings())?.for_each_in_order(workers, |batch| {
-        texts.extend(batch.texts);
+        texts.extend(batch.texts.iter().map(String::from));
         labels.extend(batch.labels);
         ids.extend(batch.ids.unwrap_or_default());
         Ok(())

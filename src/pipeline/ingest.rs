@@ -44,7 +44,7 @@ pub struct RowBatch {
     /// 0-based position of the first row in the input.
     pub first_position: u64,
     /// The text columns joined by one space (a null field counts as empty).
-    pub texts: Vec<String>,
+    pub texts: JoinedTexts,
     pub labels: Vec<Option<String>>,
     pub ids: Option<Vec<Option<String>>>,
     pub split_keys: Option<Vec<Option<String>>>,
@@ -60,6 +60,47 @@ impl RowBatch {
 
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
+    }
+}
+
+/// Each row's text columns joined by one space, the rows' texts one after
+/// the other in one buffer: a batch's texts are one allocation, made and
+/// freed together, rather than one a row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JoinedTexts {
+    bytes: String,
+    /// Where each row's text ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl JoinedTexts {
+    /// Appends a row's text: its fields joined by one space, a null field
+    /// counting as empty (the reference's `title + " " + description`).
+    pub fn push_joined<'a>(&mut self, fields: impl Iterator<Item = Option<&'a str>>) {
+        push_joined(&mut self.bytes, fields);
+        self.ends.push(self.bytes.len());
+    }
+
+    pub fn get(&self, row: usize) -> &str {
+        let start = if row == 0 { 0 } else { self.ends[row - 1] };
+        &self.bytes[start..self.ends[row]]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        (0..self.ends.len()).map(|row| self.get(row))
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Bytes of text in all rows, the spaces joining fields included.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.len() as u64
     }
 }
 
@@ -737,9 +778,7 @@ fn cut_batch(layout: &CsvLayout, chunk: &str, first_position: u64, without_texts
     let owned = |field: &CsvField<'_>| field.as_deref().map(str::to_owned);
     csv_fields::cut_records(chunk, layout.schema.len(), |fields| {
         if !without_texts {
-            let text = join_text(at.text.iter().map(|&c| fields[c].as_deref()));
-            batch.text_bytes += text.len() as u64;
-            batch.texts.push(text);
+            batch.texts.push_joined(at.text.iter().map(|&c| fields[c].as_deref()));
         }
         batch.labels.push(owned(&fields[at.label]));
         if let (Some(ids), Some(c)) = (&mut batch.ids, at.id) {
@@ -750,9 +789,7 @@ fn cut_batch(layout: &CsvLayout, chunk: &str, first_position: u64, without_texts
         }
     })
     .ok()?;
-    if without_texts {
-        batch.text_bytes = chunk.len() as u64;
-    }
+    batch.text_bytes = if without_texts { chunk.len() as u64 } else { batch.texts.bytes() };
     Some(batch)
 }
 
@@ -773,17 +810,15 @@ fn string_column(frame: &DataFrame, name: &str, first_position: u64) -> Result<V
 }
 
 /// The text columns joined row by row, straight from the frame's strings.
-fn joined_texts(frame: &DataFrame, plan: &ColumnPlan, first_position: u64) -> Result<Vec<String>> {
+fn joined_texts(frame: &DataFrame, plan: &ColumnPlan, first_position: u64) -> Result<JoinedTexts> {
     let columns = plan.text.iter().map(|c| text_column(frame, c, first_position)).collect::<Result<Vec<_>>>()?;
     let strings = columns.iter().map(|c| c.str().map_err(Error::internal)).collect::<Result<Vec<_>>>()?;
     let mut columns: Vec<_> = strings.iter().map(|s| s.iter()).collect();
-    let mut row = Vec::with_capacity(columns.len());
-    let mut joined_row = || {
-        row.clear();
-        row.extend(columns.iter_mut().map(|c| c.next().flatten()));
-        join_text(row.iter().copied())
-    };
-    Ok((0..frame.height()).map(|_| joined_row()).collect())
+    let mut texts = JoinedTexts::default();
+    for _ in 0..frame.height() {
+        texts.push_joined(columns.iter_mut().map(|c| c.next().flatten()));
+    }
+    Ok(texts)
 }
 
 fn batch_from_frame(
@@ -792,9 +827,9 @@ fn batch_from_frame(
     first_position: u64,
     without_texts: bool,
 ) -> Result<RowBatch> {
-    let texts = if without_texts { Vec::new() } else { joined_texts(frame, plan, first_position)? };
+    let texts = if without_texts { JoinedTexts::default() } else { joined_texts(frame, plan, first_position)? };
     Ok(RowBatch {
-        text_bytes: texts.iter().map(|t| t.len() as u64).sum(),
+        text_bytes: texts.bytes(),
         first_position,
         texts,
         labels: string_column(frame, &plan.label, first_position)?,
@@ -808,13 +843,18 @@ fn batch_from_frame(
 pub fn join_text<'a>(fields: impl Iterator<Item = Option<&'a str>> + Clone) -> String {
     let length = fields.clone().map(|f| f.map_or(0, str::len) + 1).sum::<usize>();
     let mut text = String::with_capacity(length.saturating_sub(1));
+    push_joined(&mut text, fields);
+    text
+}
+
+/// Appends [`join_text`] of `fields` to `out`.
+fn push_joined<'a>(out: &mut String, fields: impl Iterator<Item = Option<&'a str>>) {
     for (n, field) in fields.enumerate() {
         if n > 0 {
-            text.push(' ');
+            out.push(' ');
         }
-        text.push_str(field.unwrap_or(""));
+        out.push_str(field.unwrap_or(""));
     }
-    text
 }
 
 // ---------------------------------------------------------------- Parquet
@@ -925,9 +965,8 @@ fn open_jsonl(reader: Box<dyn Read + Send>, spec: &JobSpec, batch_rows: usize) -
                 }
             };
             let texts: Vec<Option<String>> = plan.text.iter().map(|c| json_field_text(object.get(c))).collect();
-            let text = join_text(texts.iter().map(Option::as_deref));
-            batch.text_bytes += text.len() as u64;
-            batch.texts.push(text);
+            batch.texts.push_joined(texts.iter().map(Option::as_deref));
+            batch.text_bytes = batch.texts.bytes();
             batch.labels.push(json_field_text(object.get(&plan.label)));
             if let (Some(ids), Some(c)) = (batch.ids.as_mut(), plan.id.as_ref()) {
                 ids.push(json_field_text(object.get(c)));
@@ -981,7 +1020,7 @@ mod tests {
     fn csv_with_quoted_newlines_reads_at_any_batch_size() {
         for batch_rows in [1, 2, 100] {
             let batches = read_all(CSV, "d.csv", batch_rows).unwrap();
-            let texts: Vec<String> = batches.iter().flat_map(|b| b.texts.clone()).collect();
+            let texts: Vec<&str> = batches.iter().flat_map(|b| b.texts.iter()).collect();
             assert_eq!(texts, ["A multi\nline, with \"quotes\"", "B ", "C d"], "batch_rows {batch_rows}");
             let labels: Vec<Option<String>> = batches.iter().flat_map(|b| b.labels.clone()).collect();
             assert_eq!(labels, [Some("x".into()), Some("y".into()), None]);
@@ -1059,7 +1098,7 @@ mod tests {
         let mut rows = Vec::new();
         opened.for_each_in_order(2, |batch| {
             for (i, (text, label)) in batch.texts.iter().zip(&batch.labels).enumerate() {
-                rows.push((batch.first_position + i as u64, text.clone(), label.clone()));
+                rows.push((batch.first_position + i as u64, text.to_string(), label.clone()));
             }
             Ok(())
         })?;
@@ -1124,7 +1163,7 @@ mod tests {
     fn jsonl_reads_and_names_bad_lines() {
         let data = "{\"title\":\"a\",\"description\":null,\"tag\":\"x\"}\n\n{\"title\":\"b\",\"description\":\"c\",\"tag\":1}\n";
         let batches = read_all(data, "d.jsonl", 10).unwrap();
-        assert_eq!(batches[0].texts, ["a ", "b c"]);
+        assert_eq!(batches[0].texts.iter().collect::<Vec<_>>(), ["a ", "b c"]);
         assert_eq!(batches[0].labels, [Some("x".into()), Some("1".into())]);
         let err = read_all("{\"title\":\"a\",\"description\":\"\",\"tag\":\"x\"}\n{oops\n", "d.jsonl", 10).unwrap_err();
         assert!(matches!(err, Error::BadInput { location: InputLocation { row: Some(2), .. }, .. }), "{err:?}");

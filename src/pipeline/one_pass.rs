@@ -147,7 +147,7 @@ impl OnePass {
             let encoded = batch
                 .labels
                 .iter()
-                .zip(&batch.texts)
+                .zip(batch.texts.iter())
                 .map(|(label, text)| match label.as_deref() {
                     Some(label) if !label.is_empty() => unmapped.encode_text(text).map(Some),
                     _ => Ok(None),

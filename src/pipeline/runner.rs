@@ -686,7 +686,7 @@ fn train_tokenizer(
         batches.map_while(move |batch| batch.map_err(|e| fail(file.locate(e))).ok()).flat_map(move |batch| {
             (0..batch.len())
                 .filter(|&i| plan.side(scan, file, &batch, i).is_some_and(|(_, validation)| !validation))
-                .map(|i| cleaner.clean(&batch.texts[i]))
+                .map(|i| cleaner.clean(batch.texts.get(i)))
                 .collect::<Vec<_>>()
         })
     });
@@ -832,7 +832,7 @@ fn encode_rows(
         let position = file.position(batch, i);
         let split_hash = membership_hash(spec.seed, key);
         part.summary.boundaries[class as usize].offer(split_hash, position);
-        let encoded = preprocessor.encode_text(&batch.texts[i])?;
+        let encoded = preprocessor.encode_text(batch.texts.get(i))?;
         counts.rows += 1;
         counts.empty_cleaned_texts += u64::from(encoded.cleaned.is_empty());
         counts.truncated_rows += u64::from(encoded.truncated);
