@@ -193,35 +193,16 @@ fn token_page<R: Borrow<ProcessedRow>>(rows: &[R], leaf: &Descriptor, values: To
     }
     end_levels(&mut buffer, start);
 
-    // Plain int32, little-endian. Written into a sized slice a row at a
-    // time, which compiles to vector moves; pushed a token at a time, it
-    // did not.
-    let (mut min, mut max) = (i32::MAX, i32::MIN);
-    let start = buffer.len();
-    buffer.resize(start + 4 * tokens, 0);
-    let mut out = buffer[start..].chunks_exact_mut(4);
-    let ask_for_ids = |row: &ProcessedRow| {
-        if matches!(values, TokenValues::Ids) {
-            prefetch(row.ids.as_ptr());
+    let (min, max, encoding) = match values {
+        TokenValues::Ids => {
+            let (min, max) = plain_ids(&mut buffer, rows, tokens);
+            (min, max, Encoding::Plain)
+        }
+        TokenValues::Ones => {
+            delta_ones(&mut buffer, tokens);
+            (1, 1, Encoding::DeltaBinaryPacked)
         }
     };
-    for row in prefetching(rows, ask_for_ids) {
-        match values {
-            TokenValues::Ids => {
-                // The row's ids lead the zip, so no slot is taken past them.
-                for (&id, slot) in row.ids.iter().zip(out.by_ref()) {
-                    slot.copy_from_slice(&(id as i32).to_le_bytes());
-                }
-                let ids = row.ids.iter().map(|&id| id as i32);
-                min = ids.clone().fold(min, i32::min);
-                max = ids.fold(max, i32::max);
-            }
-            TokenValues::Ones => {
-                out.by_ref().take(row.ids.len()).for_each(|slot| slot.copy_from_slice(&1i32.to_le_bytes()));
-                (min, max) = (1, 1);
-            }
-        }
-    }
     // The file's other columns carry statistics, and a column chunk's come
     // from its pages: every page must have them.
     let statistics = PrimitiveStatistics {
@@ -233,12 +214,51 @@ fn token_page<R: Borrow<ProcessedRow>>(rows: &[R], leaf: &Descriptor, values: To
     };
     let header = DataPageHeaderV1 {
         num_values: levels as i32,
-        encoding: Encoding::Plain.into(),
+        encoding: encoding.into(),
         definition_level_encoding: Encoding::Rle.into(),
         repetition_level_encoding: Encoding::Rle.into(),
         statistics: Some(Statistics::Int32(statistics).serialize()),
     };
     DataPage::new(DataPageHeader::V1(header), CowBuffer::Owned(buffer), leaf.clone(), rows.len())
+}
+
+/// The rows' ids as plain int32, little-endian, and their least and
+/// greatest. Written into a sized slice a row at a time, which compiles to
+/// vector moves; pushed a token at a time, it did not.
+fn plain_ids<R: Borrow<ProcessedRow>>(buffer: &mut Vec<u8>, rows: &[R], tokens: usize) -> (i32, i32) {
+    let (mut min, mut max) = (i32::MAX, i32::MIN);
+    let start = buffer.len();
+    buffer.resize(start + 4 * tokens, 0);
+    let mut out = buffer[start..].chunks_exact_mut(4);
+    for row in prefetching(rows, |row| prefetch(row.ids.as_ptr())) {
+        // The row's ids lead the zip, so no slot is taken past them.
+        for (&id, slot) in row.ids.iter().zip(out.by_ref()) {
+            slot.copy_from_slice(&(id as i32).to_le_bytes());
+        }
+        let ids = row.ids.iter().map(|&id| id as i32);
+        min = ids.clone().fold(min, i32::min);
+        max = ids.fold(max, i32::max);
+    }
+    (min, max)
+}
+
+/// `count` ones, DELTA_BINARY_PACKED: the first value, then one block per
+/// `DELTA_BLOCK` values whose deltas are all 0, so every miniblock is 0
+/// bits wide and takes no bytes. As plain int32 the masks were as many
+/// bytes as the ids, all for the compressor to squeeze out again.
+fn delta_ones(buffer: &mut Vec<u8>, count: usize) {
+    const DELTA_BLOCK: usize = 4096;
+    const MINIBLOCKS: usize = 4;
+    uleb128(buffer, DELTA_BLOCK as u64);
+    uleb128(buffer, MINIBLOCKS as u64);
+    uleb128(buffer, count as u64);
+    // The first value, zigzag-encoded: 1 as 2.
+    uleb128(buffer, if count > 0 { 2 } else { 0 });
+    for _ in 0..count.saturating_sub(1).div_ceil(DELTA_BLOCK) {
+        // The block's least delta (zigzag 0), then each miniblock's bit width.
+        buffer.push(0);
+        buffer.extend_from_slice(&[0; MINIBLOCKS]);
+    }
 }
 
 /// How far ahead of the row being written its successors' data is asked for.
@@ -287,17 +307,20 @@ fn end_levels(buffer: &mut [u8], start: usize) {
 /// One RLE run of the hybrid encoding, for bit widths up to 8: the run's
 /// length shifted left once (ULEB128), then the value in one byte.
 fn rle_run(buffer: &mut Vec<u8>, count: usize, value: u8) {
-    let mut header = (count as u64) << 1;
+    uleb128(buffer, (count as u64) << 1);
+    buffer.push(value);
+}
+
+fn uleb128(buffer: &mut Vec<u8>, mut value: u64) {
     loop {
-        let byte = (header & 0x7f) as u8;
-        header >>= 7;
-        if header == 0 {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
             buffer.push(byte);
             break;
         }
         buffer.push(byte | 0x80);
     }
-    buffer.push(value);
 }
 
 #[cfg(test)]
