@@ -151,9 +151,17 @@ fn encode_parts_at_once(
         .collect::<Result<Vec<_>>>()?;
     let routed = [train.len() as u64, validation.len() as u64];
     drop((train, validation));
-    // A million rows' strings take one thread a tenth of a second to free.
-    rows.into_par_iter().for_each(drop);
+    free_in_background(rows);
     Ok((encoded, routed, tokens))
+}
+
+/// Frees a job's rows off the job's path: a million rows' strings take a
+/// thread a tenth of a second, which the job need not wait for (and
+/// `prepd run`, which exits once its artifacts are written, never does).
+/// Without a thread to spare, they are freed here.
+fn free_in_background(rows: Vec<ProcessedRow>) {
+    // On failure the closure, and the rows with it, are dropped at once.
+    let _ = std::thread::Builder::new().name("prepd-free-rows".into()).spawn(move || drop(rows));
 }
 
 /// The `n`th Parquet part of a side, from 0.
