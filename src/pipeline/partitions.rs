@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 
 /// Changes whenever what a work directory holds is laid out differently, so
 /// that a directory left by an older prepd is started over, not misread.
-pub const WORK_FORMAT: u32 = 2;
+pub const WORK_FORMAT: u32 = 3;
 
 /// What a finished partition's rows came to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -97,17 +97,21 @@ impl ClassSplit {
     }
 }
 
-/// Histogram buckets: the top bits of a membership hash.
-const BUCKET_BITS: u32 = 16;
+/// Histogram buckets: the top bits of a membership hash. 4,096 buckets
+/// keep a class's histogram (32 KiB) in the cache while a pass adds every
+/// row to it at a random bucket (with 65,536 nearly every add missed it,
+/// most of the time of the thread that numbers rows in order); the pass
+/// after keeps the rows of one bucket, about `n / 4096` of a class's `n`.
+const BUCKET_BITS: u32 = 12;
 
 fn bucket_of(hash: u64) -> usize {
     (hash >> (64 - BUCKET_BITS)) as usize
 }
 
 /// A class keeps up to this many membership hashes themselves (8 bytes a
-/// row); past it, a histogram over the buckets (8 bytes a bucket, 512 KiB).
+/// row); past it, a histogram over the buckets (8 bytes a bucket, 32 KiB).
 /// So a class never costs more than the histogram, and a dataset of many
-/// small classes costs about 8 bytes a row at most, not 512 KiB a class.
+/// small classes costs about 8 bytes a row at most, not 32 KiB a class.
 const HASHES_KEPT_UP_TO: usize = 4096;
 
 #[derive(Debug, Clone)]
@@ -243,7 +247,7 @@ fn stable_cut(test_size: f64) -> u64 {
 }
 
 /// The second streaming pass over a class: only the rows in the boundary
-/// bucket are kept (about `n / 65536` of them), then the exact threshold is
+/// bucket are kept (about `n / 4096` of them), then the exact threshold is
 /// selected among them. What a part of the rows offered can be kept (as a
 /// finished partition keeps it) and merged later.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
