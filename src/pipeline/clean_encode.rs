@@ -15,7 +15,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::clean::{AsciiRun, CleanedWords, PADDING, TextCleaner, scan_ascii_runs, with_lowered_ascii};
+use super::clean::{AsciiRun, CleanedWords, LoweredAscii, PADDING, TextCleaner, scan_ascii_runs, with_lowered_ascii};
 use super::clean_text_wordpiece::CleanTextEncoder;
 use super::preprocessor::EncodedText;
 use super::tokenize::WordPieceTokenizer;
@@ -60,86 +60,137 @@ fn clean_and_encode(
     encoder.on_this_cpu(|| {
         with_lowered_ascii(text, |lowered| {
             WORKSPACE.with_borrow_mut(|Workspace { memo, cleaned, ids }| {
-                if memo.is_empty() {
-                    memo.resize(MEMO_SLOTS, Remembered::EMPTY);
-                }
                 let owners = [cleaner.identity(), encoder.identity()];
-                // Preprocessors that share a thread spread over the memo
-                // rather than take each other's slots for the same words.
-                let salt = (owners[0] << 32 ^ owners[1]).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-                cleaned.clear();
-                ids.clear();
-                encoder.begin(ids);
-                let mut words = CleanedWords::default();
-                let mut in_alphabet = true;
+                let mut memo = RunMemo::of_thread(memo, owners);
+                let mut row = RowOut::new(encoder, cleaned, ids);
                 scan_ascii_runs(lowered, |run| {
-                    let key = run_key(lowered.padded_bytes(), run);
-                    let set = key.map(|key| set_of(key, salt));
-                    if let (Some(key), Some(set)) = (key, set) {
-                        let ways = &mut memo[set..set + MEMO_WAYS];
-                        if let Some(way) = ways.iter().position(|known| known.key == key && known.owners == owners) {
-                            #[cfg(test)]
-                            tests::HITS.set(tests::HITS.get() + 1);
-                            // A run found again moves a way forward: the
-                            // text's frequent runs end up found first.
-                            if way > 0 {
-                                ways.swap(way, way - 1);
-                            }
-                            let known = &ways[way.saturating_sub(1)];
-                            if known.stopword {
-                                // The whitespace after it is no word's: the scan skips it.
-                                return run.end();
-                            }
-                            // Copies of a fixed size, cut after: no call to copy memory.
-                            let padded = &lowered.padded_text()[run.start..run.start + MEMO_RUN_BYTES];
-                            words.push_cut(padded, usize::from(known.kept), cleaned);
-                            let at = ids.len();
-                            ids.extend_from_slice(&known.ids);
-                            ids.truncate(at + usize::from(known.pieces));
-                            return run.end();
-                        }
+                    let keyed = run_key(lowered.padded_bytes(), run).map(|key| (key, memo.set_of(key)));
+                    if let Some((key, set)) = keyed
+                        && let Some(known) = memo.recall(key, set)
+                    {
+                        row.push_remembered(&known, lowered, run);
+                        return run.end();
                     }
-                    let ids_before = ids.len();
+                    let ids_before = row.ids.len();
                     let mut kept = None;
                     let next = cleaner.clean_run(lowered, run, &mut |word| {
                         kept = Some(word.len());
-                        words.push(word, cleaned);
-                        if !word.is_empty() {
-                            in_alphabet &= encoder.push_word(word.as_bytes(), ids).is_some();
-                        }
+                        row.push_word(word);
                     });
-                    let pieces = &ids[ids_before..];
-                    if let (Some(key), Some(set)) = (key, set)
-                        && pieces.len() <= MEMO_IDS
+                    if let Some((key, set)) = keyed
                         && cleaner.run_decides_alone(&lowered.text()[run.start..run.end()])
+                        && let Some(remembered) = Remembered::of(key, owners, kept, &row.ids[ids_before..])
                     {
-                        let mut remembered = Remembered {
-                            key,
-                            owners,
-                            kept: kept.unwrap_or(0) as u8,
-                            stopword: kept.is_none(),
-                            pieces: pieces.len() as u8,
-                            ids: [0; MEMO_IDS],
-                        };
-                        remembered.ids[..pieces.len()].copy_from_slice(pieces);
-                        // A free way, else the last: the least found of the set.
-                        let ways = &mut memo[set..set + MEMO_WAYS];
-                        let way = ways.iter().position(|w| w.owners == [0; 2]).unwrap_or(MEMO_WAYS - 1);
-                        ways[way] = remembered;
+                        memo.remember(set, remembered);
                     }
                     next
                 });
-                // Cleaned words are `[a-z0-9]` by construction: checked, not assumed.
-                if !in_alphabet {
-                    return None;
-                }
-                let truncated = encoder.finish(ids, budget);
-                // Copies of exactly their size: a job keeps a million rows.
-                Some((cleaned.as_str().to_owned(), ids.to_vec(), truncated))
+                row.finish(budget)
             })
         })
         .flatten()
     })
+}
+
+/// This thread's memo, as one preprocessor (`owners`) sees it.
+struct RunMemo<'m> {
+    slots: &'m mut Vec<Remembered>,
+    owners: [u64; 2],
+    /// Preprocessors that share a thread spread over the memo rather than
+    /// take each other's slots for the same words.
+    salt: u64,
+}
+
+impl<'m> RunMemo<'m> {
+    fn of_thread(slots: &'m mut Vec<Remembered>, owners: [u64; 2]) -> Self {
+        if slots.is_empty() {
+            slots.resize(MEMO_SLOTS, Remembered::EMPTY);
+        }
+        let salt = (owners[0] << 32 ^ owners[1]).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        Self { slots, owners, salt }
+    }
+
+    /// The first slot of the run's set.
+    #[inline(always)]
+    fn set_of(&self, key: [u64; 2]) -> usize {
+        let mixed = key[0] ^ key[1].wrapping_mul(0xff51_afd7_ed55_8ccd) ^ self.salt;
+        let sets = MEMO_SLOTS / MEMO_WAYS;
+        (mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - sets.trailing_zeros())) as usize * MEMO_WAYS
+    }
+
+    /// What the run `key` turned into, if remembered. A run found again
+    /// moves a way forward: the text's frequent runs end up found first.
+    #[inline(always)]
+    fn recall(&mut self, key: [u64; 2], set: usize) -> Option<Remembered> {
+        let ways = &mut self.slots[set..set + MEMO_WAYS];
+        let way = ways.iter().position(|known| known.key == key && known.owners == self.owners)?;
+        #[cfg(test)]
+        tests::HITS.set(tests::HITS.get() + 1);
+        if way > 0 {
+            ways.swap(way, way - 1);
+        }
+        Some(ways[way.saturating_sub(1)])
+    }
+
+    /// Takes a free way of the set, else its last: the least found.
+    fn remember(&mut self, set: usize, remembered: Remembered) {
+        let ways = &mut self.slots[set..set + MEMO_WAYS];
+        let way = ways.iter().position(|w| w.owners == [0; 2]).unwrap_or(MEMO_WAYS - 1);
+        ways[way] = remembered;
+    }
+}
+
+/// A row's cleaned text and ids as they are written.
+struct RowOut<'a> {
+    encoder: &'a CleanTextEncoder,
+    cleaned: &'a mut String,
+    ids: &'a mut Vec<u32>,
+    words: CleanedWords,
+    in_alphabet: bool,
+}
+
+impl<'a> RowOut<'a> {
+    fn new(encoder: &'a CleanTextEncoder, cleaned: &'a mut String, ids: &'a mut Vec<u32>) -> Self {
+        cleaned.clear();
+        ids.clear();
+        encoder.begin(ids);
+        Self { encoder, cleaned, ids, words: CleanedWords::default(), in_alphabet: true }
+    }
+
+    /// A word the cleaning keeps, tokenized as it is written.
+    #[inline(always)]
+    fn push_word(&mut self, word: &str) {
+        self.words.push(word, self.cleaned);
+        if !word.is_empty() {
+            self.in_alphabet &= self.encoder.push_word(word.as_bytes(), self.ids).is_some();
+        }
+    }
+
+    /// What a remembered run turned into.
+    #[inline(always)]
+    fn push_remembered(&mut self, known: &Remembered, lowered: &LoweredAscii<'_>, run: AsciiRun) {
+        if known.stopword {
+            // The whitespace after it is no word's: the scan skips it.
+            return;
+        }
+        // Copies of a fixed size, cut after: no call to copy memory.
+        let padded = &lowered.padded_text()[run.start..run.start + MEMO_RUN_BYTES];
+        self.words.push_cut(padded, usize::from(known.kept), self.cleaned);
+        let at = self.ids.len();
+        self.ids.extend_from_slice(&known.ids);
+        self.ids.truncate(at + usize::from(known.pieces));
+    }
+
+    /// The row's text and ids, specials added and cut to `budget`.
+    fn finish(self, budget: usize) -> Option<(String, Vec<u32>, bool)> {
+        // Cleaned words are `[a-z0-9]` by construction: checked, not assumed.
+        if !self.in_alphabet {
+            return None;
+        }
+        let truncated = self.encoder.finish(self.ids, budget);
+        // Copies of exactly their size: a job keeps a million rows.
+        Some((self.cleaned.as_str().to_owned(), self.ids.to_vec(), truncated))
+    }
 }
 
 /// Runs remembered per thread: 512 KiB, sets of four ways (adjacent cache
@@ -187,6 +238,18 @@ const _: () = assert!(MEMO_RUN_BYTES <= PADDING);
 
 impl Remembered {
     const EMPTY: Self = Self { key: [0; 2], owners: [0; 2], kept: 0, stopword: false, pieces: 0, ids: [0; MEMO_IDS] };
+
+    /// A run that kept `kept` bytes (`None`: a stopword) as `pieces`;
+    /// `None` if they are too many to remember.
+    fn of(key: [u64; 2], owners: [u64; 2], kept: Option<usize>, pieces: &[u32]) -> Option<Self> {
+        if pieces.len() > MEMO_IDS {
+            return None;
+        }
+        let mut ids = [0; MEMO_IDS];
+        ids[..pieces.len()].copy_from_slice(pieces);
+        let pieces = pieces.len() as u8;
+        Some(Self { key, owners, kept: kept.unwrap_or(0) as u8, stopword: kept.is_none(), pieces, ids })
+    }
 }
 
 /// The memo key of a run, `None` for one never remembered: longer than a
@@ -201,14 +264,6 @@ fn run_key(padded: &[u8], run: AsciiRun) -> Option<[u64; 2]> {
     let (low, high) = (word(run.start), word(run.start + 8));
     let keep = |bytes: usize| u64::MAX >> (64 - 8 * bytes);
     Some(if run.len <= 8 { [low & keep(run.len), 0] } else { [low, high & keep(run.len - 8)] })
-}
-
-/// The first slot of the run's set.
-#[inline(always)]
-fn set_of(key: [u64; 2], salt: u64) -> usize {
-    let mixed = key[0] ^ key[1].wrapping_mul(0xff51_afd7_ed55_8ccd) ^ salt;
-    let sets = MEMO_SLOTS / MEMO_WAYS;
-    (mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - sets.trailing_zeros())) as usize * MEMO_WAYS
 }
 
 #[cfg(test)]
