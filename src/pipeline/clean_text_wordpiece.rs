@@ -488,6 +488,16 @@ mod tests {
         (0..len).map(|_| LETTERS[rng.below(8) + if rng.below(5) == 0 { 26 } else { 0 }] as char).collect()
     }
 
+    /// Twenty words of 9 to 24 bytes: past a `u64` key, some past a `u128`.
+    fn random_long_words(rng: &mut Rng) -> Vec<String> {
+        (0..20)
+            .map(|_| {
+                let len = 9 + rng.below(16);
+                random_word(rng, len)
+            })
+            .collect()
+    }
+
     fn random_clean_text(rng: &mut Rng, long_words: &[String]) -> String {
         let mut text = String::new();
         for _ in 0..rng.below(12) {
@@ -525,12 +535,7 @@ mod tests {
         let mut rng = Rng(7);
         let (mut truncated, mut unknown) = (0, 0);
         for round in 0..40 {
-            let long_words: Vec<String> = (0..20)
-                .map(|_| {
-                    let len = 9 + rng.below(16);
-                    random_word(&mut rng, len)
-                })
-                .collect();
+            let long_words = random_long_words(&mut rng);
             let vocab = random_vocab(&mut rng, &long_words);
             for max_length in [None, Some(2), Some(3), Some(7)] {
                 let tokenizer = WordPieceTokenizer::from_vocab(&vocab).unwrap().with_max_length(max_length).unwrap();
@@ -584,12 +589,7 @@ mod tests {
     #[test]
     fn template_post_processor_is_read_from_the_tokenizer_json() {
         let mut rng = Rng(11);
-        let long_words: Vec<String> = (0..20)
-            .map(|_| {
-                let len = 9 + rng.below(16);
-                random_word(&mut rng, len)
-            })
-            .collect();
+        let long_words = random_long_words(&mut rng);
         let vocab = random_vocab(&mut rng, &long_words);
         let hub = hub_style_tokenizer(&vocab, &[("[CLS]", true), ("[SEP]", true), ("[UNK]", true)]);
         let tokenizer = WordPieceTokenizer::from_bytes(hub.to_string(false).unwrap().as_bytes()).unwrap();
