@@ -305,22 +305,25 @@ pub(super) struct CleanedWords {
 impl CleanedWords {
     #[inline]
     pub(super) fn push(&mut self, word: &str, out: &mut String) {
-        if self.count > 0 {
-            out.push(' ');
-        }
+        self.separate(out);
         out.push_str(word);
-        self.count += 1;
     }
 
     /// [`Self::push`] of `word[..len]`.
     #[inline]
     pub(super) fn push_cut(&mut self, word: &str, len: usize, out: &mut String) {
-        if self.count > 0 {
-            out.push(' ');
-        }
+        self.separate(out);
         let at = out.len();
         out.push_str(word);
         out.truncate(at + len);
+    }
+
+    /// The space before every word but the first.
+    #[inline]
+    fn separate(&mut self, out: &mut String) {
+        if self.count > 0 {
+            out.push(' ');
+        }
         self.count += 1;
     }
 }

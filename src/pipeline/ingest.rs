@@ -966,7 +966,6 @@ fn open_jsonl(reader: Box<dyn Read + Send>, spec: &JobSpec, batch_rows: usize) -
             };
             let texts: Vec<Option<String>> = plan.text.iter().map(|c| json_field_text(object.get(c))).collect();
             batch.texts.push_joined(texts.iter().map(Option::as_deref));
-            batch.text_bytes = batch.texts.bytes();
             batch.labels.push(json_field_text(object.get(&plan.label)));
             if let (Some(ids), Some(c)) = (batch.ids.as_mut(), plan.id.as_ref()) {
                 ids.push(json_field_text(object.get(c)));
@@ -975,6 +974,7 @@ fn open_jsonl(reader: Box<dyn Read + Send>, spec: &JobSpec, batch_rows: usize) -
                 keys.push(json_field_text(object.get(c)));
             }
         }
+        batch.text_bytes = batch.texts.bytes();
         next_position += batch.len() as u64;
         (!batch.is_empty()).then_some(Ok(batch))
     });

@@ -60,9 +60,9 @@ pub fn push_lower(text: &str, out: &mut String) {
         } else if c == CAPITAL_SIGMA {
             out.push(if is_final_sigma(text, i) { FINAL_SIGMA } else { SMALL_SIGMA });
         } else {
-            match LOWER.binary_search_by_key(&(c as u32), |&(cp, _)| cp) {
-                Ok(at) => out.extend(LOWER[at].1.iter().copied().filter(|&l| l != '\0')),
-                Err(_) => out.push(c),
+            match table_lowering(c) {
+                Some(lowered) => out.extend(lowered.iter().copied().filter(|&l| l != '\0')),
+                None => out.push(c),
             }
         }
     }
@@ -80,13 +80,15 @@ fn is_final_sigma(text: &str, sigma_at: usize) -> bool {
     !after.is_some_and(is_cased)
 }
 
+/// What the lower-case table maps `c` (not ASCII, not capital sigma) to,
+/// padded with NULs; `None` when it maps `c` to itself.
+fn table_lowering(c: char) -> Option<&'static [char; 3]> {
+    LOWER.binary_search_by_key(&(c as u32), |&(cp, _)| cp).ok().map(|at| &LOWER[at].1)
+}
+
 /// Whether `str.lower()` maps `c` to itself, wherever it stands.
 pub fn lowers_to_itself(c: char) -> bool {
-    if c.is_ascii() {
-        !c.is_ascii_uppercase()
-    } else {
-        c != CAPITAL_SIGMA && LOWER.binary_search_by_key(&(c as u32), |&(cp, _)| cp).is_err()
-    }
+    if c.is_ascii() { !c.is_ascii_uppercase() } else { c != CAPITAL_SIGMA && table_lowering(c).is_none() }
 }
 
 /// Python's `text.lower()`.
