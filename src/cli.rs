@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -15,7 +14,7 @@ use crate::jobs::glob;
 use crate::jobs::sources::{HubClient, SourcePolicy, TokenizerResolver};
 use crate::pipeline::artifacts::Manifest;
 use crate::pipeline::ingest::InputSource;
-use crate::pipeline::runner::{self, JobObserver, RunSettings, Stage};
+use crate::pipeline::runner::{self, JobObserver, RunSettings, Stage, TokenizerPlan};
 use crate::pipeline::spec::{JobSpec, TokenizerSpec};
 use crate::pipeline::tokenize::WordPieceTokenizer;
 use crate::store::{ArtifactStore, StoreInput};
@@ -127,18 +126,19 @@ pub async fn run(args: RunArgs) -> Result<Manifest> {
     let remote = policy.open_dataset(&uri).await?;
     remote.check_formats(spec.format)?;
     let cache = ArtifactStore::local(&args.common.data_dir)?;
-    let uploaded = match &args.tokenizer {
+    let tokenizer = match &args.tokenizer {
+        // Built once: the spec names it by the sha256 of what it builds to.
         Some(path) => {
-            let bytes = Bytes::from(std::fs::read(path)?);
-            let sha256 = WordPieceTokenizer::from_bytes(&bytes)?.sha256().to_string();
-            spec.tokenizer = TokenizerSpec::Uploaded { sha256 };
-            Some(bytes)
+            let bytes = std::fs::read(path)?;
+            let tokenizer = WordPieceTokenizer::from_bytes(&bytes)?;
+            spec.tokenizer = TokenizerSpec::Uploaded { sha256: tokenizer.sha256().to_string() };
+            TokenizerPlan::Ready(Box::new(tokenizer))
         }
-        None => None,
+        None => {
+            let hub = HubClient::new(args.common.hf_endpoint.clone(), args.common.hf_token.clone());
+            TokenizerResolver { store: &cache, policy: &policy, hub: &hub }.resolve(&spec.tokenizer, None).await?
+        }
     };
-    let hub = HubClient::new(args.common.hf_endpoint.clone(), args.common.hf_token.clone());
-    let tokenizer =
-        TokenizerResolver { store: &cache, policy: &policy, hub: &hub }.resolve(&spec.tokenizer, uploaded).await?;
 
     let out = ArtifactStore::local(&args.out)?;
     let runtime = tokio::runtime::Handle::current();
