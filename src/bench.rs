@@ -18,12 +18,13 @@ use serde::Serialize;
 
 use crate::config::CommonConfig;
 use crate::error::{Error, Result};
-use crate::pipeline::artifacts::{IdColumn, ProcessedRow};
+use crate::pipeline::artifacts::IdColumn;
 use crate::pipeline::clean::{CleaningConfig, TextCleaner, default_stopwords};
 use crate::pipeline::clean_encode::clean_and_tokenize;
 use crate::pipeline::ingest::{self, InputSource};
 use crate::pipeline::parquet_part::parquet_part;
 use crate::pipeline::preprocessor::EncodedText;
+use crate::pipeline::processed_row::{ProcessedRow, RowContent};
 use crate::pipeline::spec::JobSpec;
 use crate::pipeline::split::{ClassTally, RowKey, membership_hash, order_hash};
 use crate::pipeline::tokenize::WordPieceTokenizer;
@@ -200,21 +201,16 @@ pub fn run(args: &BenchArgs) -> Result<Vec<StageFigure>> {
     drop(limit);
 
     // Write: the rows in their seeded order, as Parquet parts (the job writes one part at a time).
-    let class_index: HashMap<&str, i64> = classes.iter().enumerate().map(|(i, l)| (*l, i as i64)).collect();
+    let class_index: HashMap<&str, u32> = classes.iter().enumerate().map(|(i, l)| (*l, i as u32)).collect();
     let mut processed: Vec<ProcessedRow> = cleaned
         .into_iter()
         .zip(encoded)
         .enumerate()
         .filter_map(|(row, (text, token_ids))| {
             let target = *class_index.get(labels[row].as_deref()?)?;
-            Some(ProcessedRow {
-                order: (order_hash(spec.seed, key(row)), row as u64),
-                split_hash: 0,
-                id: ids.get(row).cloned().flatten(),
-                text,
-                ids: token_ids,
-                target,
-            })
+            let id = ids.get(row).and_then(Option::as_deref);
+            let content = RowContent::new(id, &text, &token_ids);
+            Some(ProcessedRow { order: (order_hash(spec.seed, key(row)), row as u64), split_hash: 0, target, content })
         })
         .collect();
     let id_column = if ids.is_empty() { IdColumn::Absent } else { IdColumn::of_ids(&ids) };

@@ -177,20 +177,6 @@ pub fn to_json_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// A processed row, as it goes into a split's Parquet.
-#[derive(Debug, Clone)]
-pub struct ProcessedRow {
-    /// Sort key within the split: `(order hash, position)`.
-    pub order: (u64, u64),
-    /// The row's membership hash: with its position, which side of the
-    /// split it is on (decided once every row has been offered).
-    pub split_hash: u64,
-    pub id: Option<String>,
-    pub text: String,
-    pub ids: Vec<u32>,
-    pub target: i64,
-}
-
 /// How the `id` column is typed in Parquet: integers when every id is one
 /// (as pandas would read the course's CSV), text otherwise. Ordered so that
 /// the files of a dataset agree on their maximum: any file without ids

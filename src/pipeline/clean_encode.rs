@@ -32,27 +32,45 @@ pub(super) fn new_identity() -> u64 {
 /// Cleans `text` and tokenizes the cleaned text: in one scan where
 /// [`clean_and_encode`] applies, else one step after the other.
 pub fn clean_and_tokenize(cleaner: &TextCleaner, tokenizer: &WordPieceTokenizer, text: &str) -> Result<EncodedText> {
+    clean_and_tokenize_into(cleaner, tokenizer, text, |cleaned, ids, truncated| EncodedText {
+        cleaned: cleaned.to_owned(),
+        ids: ids.to_vec(),
+        truncated,
+    })
+}
+
+/// As [`clean_and_tokenize`], handing the cleaned text, the ids and whether
+/// `max_length` cut any to `out`, which keeps them as it needs: a job packs
+/// a row into one allocation straight from the scan's buffers.
+pub fn clean_and_tokenize_into<R>(
+    cleaner: &TextCleaner,
+    tokenizer: &WordPieceTokenizer,
+    text: &str,
+    out: impl Fn(&str, &[u32], bool) -> R,
+) -> Result<R> {
     let fused = tokenizer
         .clean_text_encoder()
-        .and_then(|encoder| clean_and_encode(cleaner, encoder, text, tokenizer.max_length()));
-    if let Some((cleaned, ids, truncated)) = fused {
-        return Ok(EncodedText { cleaned, ids, truncated });
+        .and_then(|encoder| clean_and_encode(cleaner, encoder, text, tokenizer.max_length(), &out));
+    if let Some(done) = fused {
+        return Ok(done);
     }
     let cleaned = cleaner.clean(text);
     let (ids, truncated) = tokenizer.encode_reporting_truncation(&cleaned)?;
-    Ok(EncodedText { cleaned, ids, truncated })
+    Ok(out(&cleaned, &ids, truncated))
 }
 
-/// The cleaned text of `text` and its ids (specials included), and whether
-/// `max_length` cut any; `None` when this path does not apply (cleaning
-/// off, text that is not ASCII but for characters that act as spaces, no
-/// room for the specials) and the two steps must run one after the other.
-fn clean_and_encode(
+/// What `out` makes of the cleaned text of `text`, its ids (specials
+/// included) and whether `max_length` cut any; `None` when this path does
+/// not apply (cleaning off, text that is not ASCII but for characters that
+/// act as spaces, no room for the specials) and the two steps must run one
+/// after the other.
+fn clean_and_encode<R>(
     cleaner: &TextCleaner,
     encoder: &CleanTextEncoder,
     text: &str,
     max_length: Option<usize>,
-) -> Option<(String, Vec<u32>, bool)> {
+    out: &impl Fn(&str, &[u32], bool) -> R,
+) -> Option<R> {
     if !cleaner.config().enabled {
         return None;
     }
@@ -85,7 +103,7 @@ fn clean_and_encode(
                     }
                     next
                 });
-                row.finish(budget)
+                row.finish(budget, out)
             })
         })
         .flatten()
@@ -181,15 +199,15 @@ impl<'a> RowOut<'a> {
         self.ids.truncate(at + usize::from(known.pieces));
     }
 
-    /// The row's text and ids, specials added and cut to `budget`.
-    fn finish(self, budget: usize) -> Option<(String, Vec<u32>, bool)> {
+    /// What `out` makes of the row's text and ids, specials added and cut
+    /// to `budget`.
+    fn finish<R>(self, budget: usize, out: &impl Fn(&str, &[u32], bool) -> R) -> Option<R> {
         // Cleaned words are `[a-z0-9]` by construction: checked, not assumed.
         if !self.in_alphabet {
             return None;
         }
         let truncated = self.encoder.finish(self.ids, budget);
-        // Copies of exactly their size: a job keeps a million rows.
-        Some((self.cleaned.as_str().to_owned(), self.ids.to_vec(), truncated))
+        Some(out(self.cleaned, self.ids, truncated))
     }
 }
 
@@ -270,6 +288,7 @@ fn run_key(padded: &[u8], run: AsciiRun) -> Option<[u64; 2]> {
 mod tests {
     use super::*;
     use crate::pipeline::clean::CleaningConfig;
+    use crate::pipeline::processed_row::RowContent;
     use crate::pipeline::test_rng::Rng;
     use crate::pipeline::tokenize::WordPieceTokenizer;
 
@@ -355,7 +374,7 @@ mod tests {
                             let (ids, truncated) = tokenizer.encode_general(&cleaned).unwrap();
                             let expected = (cleaned.clone(), ids, truncated);
                             let context = format!("round {round}, max_length {max_length:?}, case {case}: {text:?}");
-                            match clean_and_encode(cleaner, encoder, &text, max_length) {
+                            match clean_and_encode(cleaner, encoder, &text, max_length, &owned) {
                                 Some(fused) => assert_eq!(fused, expected, "{context}"),
                                 // A letter outside ASCII takes the Unicode steps.
                                 None => {
@@ -365,6 +384,13 @@ mod tests {
                             }
                             let either = clean_and_tokenize(cleaner, tokenizer, &text).unwrap();
                             assert_eq!((either.cleaned, either.ids, either.truncated), expected, "{context}");
+                            // As a job keeps it.
+                            let row = clean_and_tokenize_into(cleaner, tokenizer, &text, |cleaned, ids, truncated| {
+                                (RowContent::new(Some("7"), cleaned, ids), truncated)
+                            })
+                            .unwrap();
+                            let kept = (row.0.text().to_owned(), row.0.token_ids().iter().collect(), row.1);
+                            assert_eq!(kept, expected, "{context}");
                             runs_seen += cleaned.split(' ').count();
                             cut += usize::from(truncated);
                         }
@@ -383,11 +409,17 @@ mod tests {
         let tokenizer = WordPieceTokenizer::from_vocab("[UNK]\n[CLS]\n[SEP]\nab\n##c\n").unwrap();
         let encoder = tokenizer.clean_text_encoder().unwrap();
         let cleaner = TextCleaner::new(CleaningConfig::default());
-        assert_eq!(clean_and_encode(&cleaner, encoder, "Caf\u{e9} ab", None), None);
+        assert_eq!(clean_and_encode(&cleaner, encoder, "Caf\u{e9} ab", None, &owned), None);
         let off = TextCleaner::new(CleaningConfig { enabled: false, stopwords: vec![] });
-        assert_eq!(clean_and_encode(&off, encoder, "ab", None), None);
+        assert_eq!(clean_and_encode(&off, encoder, "ab", None, &owned), None);
         // No room for `[CLS]` and `[SEP]`.
-        assert_eq!(clean_and_encode(&cleaner, encoder, "ab", Some(2)), None);
-        assert_eq!(clean_and_encode(&cleaner, encoder, "The ABC", None), Some(("abc".into(), vec![1, 3, 4, 2], false)));
+        assert_eq!(clean_and_encode(&cleaner, encoder, "ab", Some(2), &owned), None);
+        let abc = clean_and_encode(&cleaner, encoder, "The ABC", None, &owned);
+        assert_eq!(abc, Some(("abc".into(), vec![1, 3, 4, 2], false)));
+    }
+
+    /// What the one scan hands out, as owned values to compare.
+    fn owned(cleaned: &str, ids: &[u32], truncated: bool) -> (String, Vec<u32>, bool) {
+        (cleaned.to_owned(), ids.to_vec(), truncated)
     }
 }

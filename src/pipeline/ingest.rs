@@ -61,6 +61,11 @@ impl RowBatch {
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
+
+    /// Row `i`'s id, if the input has an id column and the row a value.
+    pub fn id(&self, i: usize) -> Option<&str> {
+        self.ids.as_ref().and_then(|ids| ids[i].as_deref())
+    }
 }
 
 /// Each row's text columns joined by one space, the rows' texts one after

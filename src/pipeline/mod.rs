@@ -13,6 +13,7 @@ mod one_pass;
 pub mod parquet_part;
 pub mod partitions;
 pub mod preprocessor;
+pub mod processed_row;
 pub mod pyunicode;
 pub mod runner;
 pub mod sorted_runs;

@@ -11,7 +11,8 @@ use super::artifacts::*;
 use super::in_order::map_in_order_on_pool;
 use super::ingest::{self, RawChunk, RowBatch};
 use super::partitions::{FinishedRows, PartitionCounts};
-use super::preprocessor::{EncodedText, FittedPreprocessor};
+use super::preprocessor::{EncodedRow, FittedPreprocessor};
+use super::processed_row::ProcessedRow;
 use super::runner::{
     Checksum, FileRef, JobObserver, JobOutcome, NULL_LABEL_SAMPLE, Partitioning, Processed, ROW_OVERHEAD_BYTES,
     RunSettings, Scan, check_cancel, check_labelled_rows, check_null_label, class_to_index, empty_boundaries,
@@ -57,9 +58,9 @@ pub(super) fn run_in_one_pass(
     // among the sorted labels.
     let mut by_label: Vec<u32> = (0..pass.labels.len() as u32).collect();
     by_label.sort_by(|&a, &b| pass.labels[a as usize].cmp(&pass.labels[b as usize]));
-    let mut renumbered = vec![0i64; by_label.len()];
+    let mut renumbered = vec![0u32; by_label.len()];
     for (rank, &first_seen) in by_label.iter().enumerate() {
-        renumbered[first_seen as usize] = rank as i64;
+        renumbered[first_seen as usize] = rank as u32;
     }
     let labels: Vec<String> = by_label.iter().map(|&c| std::mem::take(&mut pass.labels[c as usize])).collect();
     let tallies: Vec<ClassTally> = by_label.iter().map(|&c| std::mem::take(&mut pass.tallies[c as usize])).collect();
@@ -142,14 +143,15 @@ impl OnePass {
         let mut outgrown = false;
         // Parsing and encoding, the expensive part, run on the workers; a
         // row's position (and so its hashes) is known in order only.
-        let encode = |chunk: RawChunk| -> Result<(RowBatch, Vec<Option<EncodedText>>)> {
+        let encode = |chunk: RawChunk| -> Result<(RowBatch, Vec<Option<EncodedRow>>)> {
             let batch = parser.parse(chunk, 0)?;
             let encoded = batch
                 .labels
                 .iter()
                 .zip(batch.texts.iter())
-                .map(|(label, text)| match label.as_deref() {
-                    Some(label) if !label.is_empty() => unmapped.encode_text(text).map(Some),
+                .enumerate()
+                .map(|(i, (label, text))| match label.as_deref() {
+                    Some(label) if !label.is_empty() => unmapped.encode_row(batch.id(i), text).map(Some),
                     _ => Ok(None),
                 })
                 .collect::<Result<_>>()?;
@@ -191,17 +193,10 @@ impl OnePass {
                 let order = (order_hash(spec.seed, key), file.first_position + row);
                 self.tallies[class as usize].add(split_hash);
                 self.counts.rows += 1;
-                self.counts.empty_cleaned_texts += u64::from(encoded.cleaned.is_empty());
+                self.counts.empty_cleaned_texts += u64::from(encoded.content.text().is_empty());
                 self.counts.truncated_rows += u64::from(encoded.truncated);
                 self.row_bytes += ROW_OVERHEAD_BYTES;
-                self.kept.push(ProcessedRow {
-                    order,
-                    split_hash,
-                    id: batch.ids.as_mut().and_then(|ids| ids[i].take()),
-                    text: encoded.cleaned,
-                    ids: encoded.ids,
-                    target: i64::from(class),
-                });
+                self.kept.push(ProcessedRow { order, split_hash, target: class, content: encoded.content });
             }
             if self.row_bytes > settings.in_memory_bytes {
                 // Not an error: the caller starts over in two passes.

@@ -23,7 +23,8 @@ use polars_parquet::write::{
     get_dtype_encoding, to_parquet_schema,
 };
 
-use super::artifacts::{IdColumn, ProcessedRow};
+use super::artifacts::IdColumn;
+use super::processed_row::{ProcessedRow, TokenIds};
 use crate::error::{Error, Result};
 
 /// Rows per row group, as polars' own writer cuts them.
@@ -79,15 +80,15 @@ pub fn parquet_part<R: Borrow<ProcessedRow>>(rows: &[R], id_column: IdColumn) ->
             IdColumn::Absent => {}
             IdColumn::Integer => {
                 let values: Vec<Option<i64>> =
-                    group.iter().map(|r| r.borrow().id.as_deref().and_then(|s| s.trim().parse().ok())).collect();
+                    group.iter().map(|r| r.borrow().content.id().and_then(|s| s.trim().parse().ok())).collect();
                 columns.extend(flat(Series::new("id".into(), values), &mut field)?);
             }
             IdColumn::Text => {
-                let values: Vec<Option<&str>> = group.iter().map(|r| r.borrow().id.as_deref()).collect();
+                let values: Vec<Option<&str>> = group.iter().map(|r| r.borrow().content.id()).collect();
                 columns.extend(flat(Series::new("id".into(), values), &mut field)?);
             }
         }
-        let texts: Vec<&str> = group.iter().map(|r| r.borrow().text.as_str()).collect();
+        let texts: Vec<&str> = group.iter().map(|r| r.borrow().content.text()).collect();
         columns.extend(flat(Series::new("text".into(), texts), &mut field)?);
         // The lists' leaves follow the flat columns before them one for one.
         let ids_leaf = &leaves[field];
@@ -95,7 +96,7 @@ pub fn parquet_part<R: Borrow<ProcessedRow>>(rows: &[R], id_column: IdColumn) ->
         columns.push(compressed(token_pages(group, ids_leaf, TokenValues::Ids)?, options));
         columns.push(compressed(token_pages(group, masks_leaf, TokenValues::Ones)?, options));
         field += 2;
-        let targets: Vec<i64> = group.iter().map(|r| r.borrow().target).collect();
+        let targets: Vec<i64> = group.iter().map(|r| i64::from(r.borrow().target)).collect();
         columns.extend(flat(Series::new("targets".into(), targets), &mut field)?);
         writer.write(group.len() as u64, DynIter::new(columns.into_iter()))?;
     }
@@ -142,7 +143,7 @@ fn token_pages<R: Borrow<ProcessedRow>>(
         let take = rest
             .iter()
             .position(|row| {
-                tokens += row.borrow().ids.len();
+                tokens += tokens_of(row.borrow());
                 tokens > PAGE_TOKENS
             })
             .unwrap_or(rest.len())
@@ -158,19 +159,26 @@ fn token_pages<R: Borrow<ProcessedRow>>(
     Ok(pages.into_iter())
 }
 
+/// A row's token count: known from the length of its packed content, so
+/// counting does not read the row's memory.
+fn tokens_of(row: &ProcessedRow) -> usize {
+    row.content.token_ids().len()
+}
+
 fn token_page<R: Borrow<ProcessedRow>>(rows: &[R], leaf: &Descriptor, values: TokenValues) -> DataPage {
-    let tokens: usize = rows.iter().map(|r| r.borrow().ids.len()).sum();
+    let tokens: usize = rows.iter().map(|r| tokens_of(r.borrow())).sum();
     let mut buffer = Vec::with_capacity(4 * tokens + 8 * rows.len() + 32);
     let mut levels = 0usize;
 
     // Repetition levels (bit width 1): 0 once a row, 1 for its other tokens.
     let start = begin_levels(&mut buffer);
     for row in rows.iter().map(R::borrow) {
+        let tokens = tokens_of(row);
         rle_run(&mut buffer, 1, 0);
-        if row.ids.len() > 1 {
-            rle_run(&mut buffer, row.ids.len() - 1, 1);
+        if tokens > 1 {
+            rle_run(&mut buffer, tokens - 1, 1);
         }
-        levels += row.ids.len().max(1);
+        levels += tokens.max(1);
     }
     end_levels(&mut buffer, start);
 
@@ -178,14 +186,15 @@ fn token_page<R: Borrow<ProcessedRow>>(rows: &[R], leaf: &Descriptor, values: To
     let start = begin_levels(&mut buffer);
     let mut present = 0;
     for row in rows.iter().map(R::borrow) {
-        if row.ids.is_empty() {
+        let tokens = tokens_of(row);
+        if tokens == 0 {
             if present > 0 {
                 rle_run(&mut buffer, present, TOKEN_PRESENT);
                 present = 0;
             }
             rle_run(&mut buffer, 1, LIST_EMPTY);
         } else {
-            present += row.ids.len();
+            present += tokens;
         }
     }
     if present > 0 {
@@ -232,12 +241,23 @@ fn plain_ids<R: Borrow<ProcessedRow>>(buffer: &mut Vec<u8>, rows: &[R], tokens: 
     let mut out = buffer[start..].chunks_exact_mut(4);
     for row in asking_for_ids_ahead(rows) {
         // The row's ids lead the zip, so no slot is taken past them.
-        for (&id, slot) in row.ids.iter().zip(out.by_ref()) {
-            slot.copy_from_slice(&(id as i32).to_le_bytes());
+        let mut put = |id: i32, slot: &mut [u8]| {
+            slot.copy_from_slice(&id.to_le_bytes());
+            min = min.min(id);
+            max = max.max(id);
+        };
+        match row.content.token_ids() {
+            TokenIds::Narrow(ids) => {
+                for (id, slot) in ids.chunks_exact(2).zip(out.by_ref()) {
+                    put(i32::from(u16::from_le_bytes([id[0], id[1]])), slot);
+                }
+            }
+            TokenIds::Wide(ids) => {
+                for (id, slot) in ids.chunks_exact(4).zip(out.by_ref()) {
+                    put(u32::from_le_bytes([id[0], id[1], id[2], id[3]]) as i32, slot);
+                }
+            }
         }
-        let ids = row.ids.iter().map(|&id| id as i32);
-        min = ids.clone().fold(min, i32::min);
-        max = ids.fold(max, i32::max);
     }
     (min, max)
 }
@@ -272,7 +292,7 @@ const PREFETCH_ROWS_AHEAD: usize = 8;
 fn asking_for_ids_ahead<R: Borrow<ProcessedRow>>(rows: &[R]) -> impl Iterator<Item = &ProcessedRow> {
     rows.iter().enumerate().map(move |(at, row)| {
         if let Some(later) = rows.get(at + PREFETCH_ROWS_AHEAD) {
-            prefetch(later.borrow().ids.as_ptr());
+            prefetch(later.borrow().content.token_ids_address());
         }
         row.borrow()
     })
@@ -323,16 +343,15 @@ fn uleb128(buffer: &mut Vec<u8>, mut value: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::processed_row::RowContent;
 
+    /// Every eleventh row has ids too large for two bytes each.
     fn row(n: usize, tokens: usize) -> ProcessedRow {
-        ProcessedRow {
-            order: (n as u64, n as u64),
-            split_hash: 0,
-            id: (!n.is_multiple_of(5)).then(|| format!(" {n}")),
-            text: format!("text {n}"),
-            ids: (0..tokens).map(|t| (n * 7 + t) as u32 % 30_522).collect(),
-            target: (n % 4) as i64,
-        }
+        let vocab = if n.is_multiple_of(11) { 250_000 } else { 30_522 };
+        let ids: Vec<u32> = (0..tokens).map(|t| ((n * 7 + t) * 31 % vocab) as u32).collect();
+        let id = (!n.is_multiple_of(5)).then(|| format!(" {n}"));
+        let content = RowContent::new(id.as_deref(), &format!("text {n}"), &ids);
+        ProcessedRow { order: (n as u64, n as u64), split_hash: 0, target: (n % 4) as u32, content }
     }
 
     fn read_back(bytes: Vec<u8>) -> DataFrame {
@@ -361,17 +380,17 @@ mod tests {
         let ids = lists::<Int32Type>(&frame, "ids");
         let masks = lists::<Int8Type>(&frame, "masks");
         for (i, row) in rows.iter().enumerate() {
-            let expected: Vec<i32> = row.ids.iter().map(|&id| id as i32).collect();
+            let expected: Vec<i32> = row.content.token_ids().iter().map(|id| id as i32).collect();
             assert_eq!(ids[i], expected, "row {i}");
-            assert_eq!(masks[i], vec![1i8; row.ids.len()], "row {i}");
+            assert_eq!(masks[i], vec![1i8; expected.len()], "row {i}");
         }
         let read_ids = frame.column("id").unwrap().i64().unwrap().clone();
         let read_ids: Vec<Option<i64>> = (0..read_ids.len()).map(|i| read_ids.get(i)).collect();
         let expected_ids: Vec<Option<i64>> =
-            rows.iter().map(|r| r.id.as_ref().map(|s| s.trim().parse().unwrap())).collect();
+            rows.iter().map(|r| r.content.id().map(|s| s.trim().parse().unwrap())).collect();
         assert_eq!(read_ids, expected_ids);
         let targets: Vec<i64> = frame.column("targets").unwrap().i64().unwrap().into_no_null_iter().collect();
-        assert_eq!(targets, rows.iter().map(|r| r.target).collect::<Vec<_>>());
+        assert_eq!(targets, rows.iter().map(|r| i64::from(r.target)).collect::<Vec<_>>());
     }
 
     #[test]

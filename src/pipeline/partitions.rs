@@ -29,14 +29,14 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::artifacts::ProcessedRow;
+use super::processed_row::ProcessedRow;
 use super::sorted_runs::{Bucketing, read_in_order, write_run};
 use super::split::Boundary;
 use crate::error::{Error, Result};
 
 /// Changes whenever what a work directory holds is laid out differently, so
 /// that a directory left by an older prepd is started over, not misread.
-pub const WORK_FORMAT: u32 = 3;
+pub const WORK_FORMAT: u32 = 4;
 
 /// What a finished partition's rows came to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,10 +215,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::processed_row::RowContent;
     use crate::pipeline::split::{ClassTally, SplitMode};
 
     fn row(order: u64) -> ProcessedRow {
-        ProcessedRow { order: (order, order), split_hash: 0, id: None, text: "t".into(), ids: vec![1, 2], target: 0 }
+        ProcessedRow { order: (order, order), split_hash: 0, target: 0, content: RowContent::new(None, "t", &[1, 2]) }
     }
 
     #[test]

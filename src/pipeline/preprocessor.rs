@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::clean::{CleaningConfig, TextCleaner};
-use super::clean_encode::clean_and_tokenize;
+use super::clean_encode::{clean_and_tokenize, clean_and_tokenize_into};
 use super::ingest::join_text;
+use super::processed_row::RowContent;
 use super::pyunicode::UNICODE_VERSION;
 use super::spec::TokenizerSpec;
 use super::tokenize::WordPieceTokenizer;
@@ -47,6 +48,14 @@ pub struct PreprocessorConfig {
 pub struct Encoded {
     pub ids: Vec<u32>,
     pub target: Option<i64>,
+}
+
+/// A job's row, encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedRow {
+    pub content: RowContent,
+    /// `max_length` cut tokens off.
+    pub truncated: bool,
 }
 
 /// One row's text after cleaning, and its token ids.
@@ -139,6 +148,15 @@ impl FittedPreprocessor {
     /// Cleans and tokenizes the joined text of one row: the core both doors share.
     pub fn encode_text(&self, joined_text: &str) -> Result<EncodedText> {
         clean_and_tokenize(&self.cleaner, &self.tokenizer, joined_text)
+    }
+
+    /// A job's row: its id, and its joined text cleaned and tokenized,
+    /// packed as the job keeps it.
+    pub fn encode_row(&self, id: Option<&str>, joined_text: &str) -> Result<EncodedRow> {
+        clean_and_tokenize_into(&self.cleaner, &self.tokenizer, joined_text, |cleaned, ids, truncated| EncodedRow {
+            content: RowContent::new(id, cleaned, ids),
+            truncated,
+        })
     }
 
     pub fn target(&self, label: &str) -> Option<i64> {

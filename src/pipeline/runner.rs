@@ -40,6 +40,7 @@ use super::ingest::{self, ChunkParser, FileDigest, InputSource, RawChunk, ReadSe
 use super::one_pass::run_in_one_pass;
 use super::partitions::{FinishedRows, PartitionCounts, PartitionSummary, WORK_FORMAT, WorkDir};
 use super::preprocessor::{ClassToIndex, FittedPreprocessor};
+use super::processed_row::ProcessedRow;
 use super::sorted_runs::Bucketing;
 use super::spec::{InputFormat, JobSpec, NullLabelPolicy, TokenizerSpec};
 use super::split::{Boundary, ClassSplit, ClassTally, RowKey, membership_hash, order_hash};
@@ -192,9 +193,11 @@ pub(super) struct Scan {
     pub(super) row_bytes: u64,
 }
 
-/// A processed row in memory beyond its cleaned text and token ids (which
-/// take about a byte each per input character: a token id of 4 bytes per 4
-/// characters or so): the row's fields and its id.
+/// A processed row in memory beyond its cleaned text and token ids, which
+/// are counted as two bytes per input character (a cleaned text keeps at
+/// most its characters; a token id takes two bytes, four for a vocabulary
+/// of 65,536 pieces or more, per four characters or so): the row's fields
+/// (56 bytes), its id and the allocator's rounding. An upper bound.
 pub(super) const ROW_OVERHEAD_BYTES: u64 = 128;
 
 impl Scan {
@@ -832,18 +835,12 @@ fn encode_rows(
         let position = file.position(batch, i);
         let split_hash = membership_hash(spec.seed, key);
         part.summary.boundaries[class as usize].offer(split_hash, position);
-        let encoded = preprocessor.encode_text(batch.texts.get(i))?;
+        let encoded = preprocessor.encode_row(batch.id(i), batch.texts.get(i))?;
         counts.rows += 1;
-        counts.empty_cleaned_texts += u64::from(encoded.cleaned.is_empty());
+        counts.empty_cleaned_texts += u64::from(encoded.content.text().is_empty());
         counts.truncated_rows += u64::from(encoded.truncated);
-        part.rows.push(ProcessedRow {
-            order: (order_hash(spec.seed, key), position),
-            split_hash,
-            id: batch.ids.as_ref().and_then(|ids| ids[i].clone()),
-            text: encoded.cleaned,
-            ids: encoded.ids,
-            target: i64::from(class),
-        });
+        let order = (order_hash(spec.seed, key), position);
+        part.rows.push(ProcessedRow { order, split_hash, target: class, content: encoded.content });
     }
     Ok(part)
 }

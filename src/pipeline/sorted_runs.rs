@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use super::artifacts::ProcessedRow;
+use super::processed_row::{ProcessedRow, RowContent};
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"PREPDRUN";
@@ -196,76 +196,46 @@ impl Iterator for OrderedRows {
     }
 }
 
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(bytes);
-}
-
 fn encode_row(out: &mut Vec<u8>, row: &ProcessedRow) {
     out.extend_from_slice(&row.order.0.to_le_bytes());
     out.extend_from_slice(&row.order.1.to_le_bytes());
     out.extend_from_slice(&row.split_hash.to_le_bytes());
     out.extend_from_slice(&row.target.to_le_bytes());
-    match &row.id {
-        Some(id) => {
-            out.push(1);
-            put_bytes(out, id.as_bytes());
-        }
-        None => out.push(0),
-    }
-    put_bytes(out, row.text.as_bytes());
-    out.extend_from_slice(&(row.ids.len() as u32).to_le_bytes());
-    row.ids.iter().for_each(|id| out.extend_from_slice(&id.to_le_bytes()));
+    row.content.write_to(out);
 }
 
-fn take<'a>(input: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
-    if input.len() < n {
-        return Err(Error::internal("corrupt run: a row is cut short"));
-    }
-    let (head, rest) = input.split_at(n);
+fn take<'a, const N: usize>(input: &mut &'a [u8]) -> Result<&'a [u8; N]> {
+    let (head, rest) = input.split_first_chunk::<N>().ok_or_else(cut_short)?;
     *input = rest;
     Ok(head)
 }
 
-fn take_u64(input: &mut &[u8]) -> Result<u64> {
-    Ok(u64::from_le_bytes(take(input, 8)?.try_into().unwrap()))
-}
-
-fn take_u32(input: &mut &[u8]) -> Result<u32> {
-    Ok(u32::from_le_bytes(take(input, 4)?.try_into().unwrap()))
-}
-
-fn take_string(input: &mut &[u8]) -> Result<String> {
-    let len = take_u32(input)? as usize;
-    String::from_utf8(take(input, len)?.to_vec()).map_err(|e| Error::internal(format!("corrupt run: {e}")))
+fn cut_short() -> Error {
+    Error::internal("corrupt run: a row is cut short or damaged")
 }
 
 fn decode_row(input: &mut &[u8]) -> Result<ProcessedRow> {
-    let order = (take_u64(input)?, take_u64(input)?);
-    let split_hash = take_u64(input)?;
-    let target = take_u64(input)? as i64;
-    let id = match take(input, 1)?[0] {
-        0 => None,
-        _ => Some(take_string(input)?),
-    };
-    let text = take_string(input)?;
-    let n = take_u32(input)? as usize;
-    let ids = take(input, 4 * n)?.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
-    Ok(ProcessedRow { order, split_hash, id, text, ids, target })
+    let order = (u64::from_le_bytes(*take(input)?), u64::from_le_bytes(*take(input)?));
+    let split_hash = u64::from_le_bytes(*take(input)?);
+    let target = u32::from_le_bytes(*take(input)?);
+    let content = RowContent::read_from(input).ok_or_else(cut_short)?;
+    Ok(ProcessedRow { order, split_hash, target, content })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Rows at odd positions have an id too large for two bytes.
     fn row(order: u64, position: u64) -> ProcessedRow {
+        let id = position.is_multiple_of(2).then(|| position.to_string());
+        let token = position as u32 + if position % 2 == 1 { 70_000 } else { 0 };
+        let content = RowContent::new(id.as_deref(), &format!("text {position}"), &[101, token, 102]);
         ProcessedRow {
             order: (order, position),
             split_hash: position.wrapping_mul(31),
-            id: position.is_multiple_of(2).then(|| position.to_string()),
-            text: format!("text {position}"),
-            ids: vec![101, position as u32, 102],
-            target: (position % 3) as i64,
+            target: (position % 3) as u32,
+            content,
         }
     }
 
@@ -297,10 +267,7 @@ mod tests {
             assert_eq!(rows.iter().map(|r| r.order).collect::<Vec<_>>(), expected, "{bits} bits");
             let again = row(spread(1), 7);
             let got = rows.iter().find(|r| r.order == again.order).unwrap();
-            assert_eq!(
-                (&got.id, &got.text, &got.ids, got.target, got.split_hash),
-                (&again.id, &again.text, &again.ids, again.target, again.split_hash)
-            );
+            assert_eq!(got, &again);
         }
         assert!(!dir.path().read_dir().unwrap().any(|e| e.unwrap().path().extension().is_some_and(|x| x == "partial")));
     }

@@ -13,6 +13,7 @@ use super::in_order::map_in_order;
 use super::parquet_part::parquet_part;
 use super::partitions::{FinishedRows, OrderedRows, PartitionCounts};
 use super::preprocessor::FittedPreprocessor;
+use super::processed_row::ProcessedRow;
 use super::pyunicode::UNICODE_VERSION;
 use super::runner::{JobOutcome, Partitioning, Scan, SplitPlan};
 use super::spec::JobSpec;
@@ -134,7 +135,7 @@ fn encode_parts_at_once(
     let tokens = rows
         .par_iter()
         .fold(TokenTally::default, |mut tally, row| {
-            tally.add(row.ids.len() as u64);
+            tally.add(row.content.token_ids().len() as u64);
             tally
         })
         .reduce(TokenTally::default, TokenTally::merged);
@@ -249,7 +250,7 @@ impl<I: Iterator<Item = Result<ProcessedRow>>> Iterator for ShardCutter<'_, I> {
                 }
             };
             let side = if self.plan.is_validation(&row) { Side::Validation } else { Side::Train };
-            self.tokens.add(row.ids.len() as u64);
+            self.tokens.add(row.content.token_ids().len() as u64);
             self.routed[side as usize] += 1;
             let filling = &mut self.filling[side as usize];
             filling.push(row);
