@@ -191,14 +191,35 @@ pub enum IdColumn {
 impl IdColumn {
     /// Integers when every present id reads as one, else text.
     pub fn of_ids(ids: &[Option<String>]) -> Self {
-        let all_integers = ids.iter().flatten().all(|id| id.trim().parse::<i64>().is_ok());
+        let all_integers = ids.iter().flatten().all(|id| Self::integer(id).is_some());
         if all_integers { IdColumn::Integer } else { IdColumn::Text }
+    }
+
+    /// An id as the integer column holds it: the id read as an `i64`, white
+    /// space around it ignored.
+    pub fn integer(id: &str) -> Option<i64> {
+        // Most ids are a few digits: read here, where `trim` and `parse`
+        // took 4% of a job's time for two looks at each of a million ids.
+        const DIGITS_THAT_FIT: usize = 18;
+        if (1..=DIGITS_THAT_FIT).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit()) {
+            return Some(id.bytes().fold(0, |n, digit| n * 10 + i64::from(digit - b'0')));
+        }
+        id.trim().parse().ok()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integer_ids_read_as_rust_reads_them_trimmed() {
+        let ids = ["0", "7", "0042", "123456789012345678", "1234567890123456789", "9223372036854775807"];
+        let more = ["9223372036854775808", "-5", "+5", " 12\t", "\u{a0}3", "", " ", "1e3", "1_000", "١٢", "12a", "--1"];
+        for id in ids.into_iter().chain(more) {
+            assert_eq!(IdColumn::integer(id), id.trim().parse::<i64>().ok(), "{id:?}");
+        }
+    }
 
     #[test]
     fn artifact_names_stay_inside_the_job() {

@@ -80,7 +80,7 @@ pub fn parquet_part<R: Borrow<ProcessedRow>>(rows: &[R], id_column: IdColumn) ->
             IdColumn::Absent => {}
             IdColumn::Integer => {
                 let values: Vec<Option<i64>> =
-                    group.iter().map(|r| r.borrow().content.id().and_then(|s| s.trim().parse().ok())).collect();
+                    group.iter().map(|r| r.borrow().content.id().and_then(IdColumn::integer)).collect();
                 columns.extend(flat(Series::new("id".into(), values), &mut field)?);
             }
             IdColumn::Text => {
