@@ -8,7 +8,7 @@
 //! Parquet is read in row slices; JSON Lines line by line.
 
 use std::io::{BufRead, BufReader, Cursor, Read};
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::compression::{Compression, DecompressionLimits, decompress};
 use super::csv_fields::{self, CsvField};
+use super::csv_records::for_each_record_end;
 use super::in_order::map_in_order;
 use super::spec::{InputFormat, JobSpec};
 use crate::error::{Error, InputLocation, Result};
@@ -454,16 +455,12 @@ impl<R: Read> CsvRecordChunker<R> {
     }
 
     fn scan(&mut self) {
-        // Jumps from quote to newline with memchr: this runs on one thread
-        // for the whole file, ahead of the parallel parse.
         let from = self.scanned;
-        for offset in memchr::memchr2_iter(b'"', b'\n', &self.pending[from..]) {
-            match self.pending[from + offset] {
-                b'"' => self.in_quotes = !self.in_quotes,
-                _ if !self.in_quotes => self.record_ends.push(from + offset + 1),
-                _ => {}
-            }
-        }
+        let record_ends = &mut self.record_ends;
+        let _ = for_each_record_end(&self.pending[from..], &mut self.in_quotes, |offset| {
+            record_ends.push(from + offset);
+            ControlFlow::Continue(())
+        });
         self.scanned = self.pending.len();
     }
 
@@ -614,18 +611,15 @@ impl MappedCsv {
         let mut in_quotes = false;
         let mut records = 0;
         let mut end = start;
-        for offset in memchr::memchr2_iter(b'"', b'\n', &bytes[start..]) {
-            let at = start + offset;
-            if bytes[at] == b'"' {
-                in_quotes = !in_quotes;
-            } else if !in_quotes {
-                records += 1;
-                end = at + 1;
-                if records == max_records || end - start >= self.target_bytes {
-                    break;
-                }
+        let _ = for_each_record_end(&bytes[start..], &mut in_quotes, |offset| {
+            records += 1;
+            end = start + offset;
+            if records == max_records || offset >= self.target_bytes {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
             }
-        }
+        });
         if records > 0 {
             return Ok(Some(self.take(end, records as u64)));
         }

@@ -7,6 +7,7 @@ pub mod clean_encode;
 pub mod clean_text_wordpiece;
 pub mod compression;
 pub mod csv_fields;
+pub mod csv_records;
 pub mod in_order;
 pub mod ingest;
 mod one_pass;
