@@ -112,8 +112,8 @@ pub fn run(args: &BenchArgs) -> Result<Vec<StageFigure>> {
     let (mut texts, mut labels, mut ids) = (Vec::new(), Vec::new(), Vec::new());
     ingest::open_chunks(&source, &spec, args.common.read_settings())?.for_each_in_order(workers, |batch| {
         texts.extend(batch.texts.iter().map(String::from));
-        labels.extend(batch.labels);
-        ids.extend(batch.ids.unwrap_or_default());
+        labels.extend(batch.labels.iter().map(|l| l.map(str::to_owned)));
+        ids.extend(batch.ids.iter().flat_map(|ids| ids.iter().map(|id| id.map(str::to_owned))));
         Ok(())
     })?;
     let rows = texts.len();
@@ -213,7 +213,7 @@ pub fn run(args: &BenchArgs) -> Result<Vec<StageFigure>> {
             Some(ProcessedRow { order: (order_hash(spec.seed, key(row)), row as u64), split_hash: 0, target, content })
         })
         .collect();
-    let id_column = if ids.is_empty() { IdColumn::Absent } else { IdColumn::of_ids(&ids) };
+    let id_column = if ids.is_empty() { IdColumn::Absent } else { IdColumn::of_ids(ids.iter().map(Option::as_deref)) };
     let started = Instant::now();
     processed.sort_unstable_by_key(|r| r.order);
     let mut written = 0u64;

@@ -190,8 +190,8 @@ pub enum IdColumn {
 
 impl IdColumn {
     /// Integers when every present id reads as one, else text.
-    pub fn of_ids(ids: &[Option<String>]) -> Self {
-        let all_integers = ids.iter().flatten().all(|id| Self::integer(id).is_some());
+    pub fn of_ids<'a>(ids: impl IntoIterator<Item = Option<&'a str>>) -> Self {
+        let all_integers = ids.into_iter().flatten().all(|id| Self::integer(id).is_some());
         if all_integers { IdColumn::Integer } else { IdColumn::Text }
     }
 

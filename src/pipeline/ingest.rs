@@ -18,7 +18,7 @@ use polars::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::compression::{Compression, DecompressionLimits, decompress};
-use super::csv_fields::{self, CsvField};
+use super::csv_fields;
 use super::csv_records::for_each_record_end;
 use super::in_order::map_in_order;
 use super::spec::{InputFormat, JobSpec};
@@ -46,9 +46,9 @@ pub struct RowBatch {
     pub first_position: u64,
     /// The text columns joined by one space (a null field counts as empty).
     pub texts: JoinedTexts,
-    pub labels: Vec<Option<String>>,
-    pub ids: Option<Vec<Option<String>>>,
-    pub split_keys: Option<Vec<Option<String>>>,
+    pub labels: Cells,
+    pub ids: Option<Cells>,
+    pub split_keys: Option<Cells>,
     /// Bytes of text in the rows; when the texts were left out, the bytes of
     /// input they came from (a bound, for sizing what the rows will take).
     pub text_bytes: u64,
@@ -65,7 +65,50 @@ impl RowBatch {
 
     /// Row `i`'s id, if the input has an id column and the row a value.
     pub fn id(&self, i: usize) -> Option<&str> {
-        self.ids.as_ref().and_then(|ids| ids[i].as_deref())
+        self.ids.as_ref().and_then(|ids| ids.get(i))
+    }
+}
+
+/// A batch's values of one column (labels, ids, split keys), each a string
+/// or null, in one buffer: one allocation a batch rather than one a row,
+/// made on a worker and freed on the thread that takes the rows in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cells {
+    bytes: String,
+    /// Where each value ends in `bytes`, and whether it is there at all.
+    ends: Vec<(usize, bool)>,
+}
+
+impl Cells {
+    pub fn push(&mut self, value: Option<&str>) {
+        self.bytes.push_str(value.unwrap_or_default());
+        self.ends.push((self.bytes.len(), value.is_some()));
+    }
+
+    pub fn get(&self, row: usize) -> Option<&str> {
+        let start = if row == 0 { 0 } else { self.ends[row - 1].0 };
+        let (end, present) = self.ends[row];
+        present.then(|| &self.bytes[start..end])
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Option<&str>> + '_ {
+        (0..self.ends.len()).map(|row| self.get(row))
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
+impl<'a> FromIterator<Option<&'a str>> for Cells {
+    fn from_iter<I: IntoIterator<Item = Option<&'a str>>>(values: I) -> Self {
+        let mut cells = Cells::default();
+        values.into_iter().for_each(|value| cells.push(value));
+        cells
     }
 }
 
@@ -85,6 +128,11 @@ impl JoinedTexts {
     pub fn push_joined<'a>(&mut self, fields: impl Iterator<Item = Option<&'a str>>) {
         push_joined(&mut self.bytes, fields);
         self.ends.push(self.bytes.len());
+    }
+
+    /// Room for `bytes` more bytes of text.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.bytes.reserve(bytes);
     }
 
     pub fn get(&self, row: usize) -> &str {
@@ -770,21 +818,25 @@ fn cut_batch(layout: &CsvLayout, chunk: &str, first_position: u64, without_texts
     let at = &layout.positions;
     let mut batch = RowBatch {
         first_position,
-        ids: at.id.map(|_| Vec::new()),
-        split_keys: at.split_key.map(|_| Vec::new()),
+        ids: at.id.map(|_| Cells::default()),
+        split_keys: at.split_key.map(|_| Cells::default()),
         ..RowBatch::default()
     };
-    let owned = |field: &CsvField<'_>| field.as_deref().map(str::to_owned);
+    if !without_texts {
+        // Joined texts are never longer than the records they come from:
+        // one allocation, not a doubling and a copy at every few rows.
+        batch.texts.reserve(chunk.len());
+    }
     csv_fields::cut_records(chunk, layout.schema.len(), |fields| {
         if !without_texts {
             batch.texts.push_joined(at.text.iter().map(|&c| fields[c].as_deref()));
         }
-        batch.labels.push(owned(&fields[at.label]));
+        batch.labels.push(fields[at.label].as_deref());
         if let (Some(ids), Some(c)) = (&mut batch.ids, at.id) {
-            ids.push(owned(&fields[c]));
+            ids.push(fields[c].as_deref());
         }
         if let (Some(keys), Some(c)) = (&mut batch.split_keys, at.split_key) {
-            keys.push(owned(&fields[c]));
+            keys.push(fields[c].as_deref());
         }
     })
     .ok()?;
@@ -802,10 +854,10 @@ fn text_column(frame: &DataFrame, name: &str, first_position: u64) -> Result<Col
     })
 }
 
-fn string_column(frame: &DataFrame, name: &str, first_position: u64) -> Result<Vec<Option<String>>> {
+fn string_column(frame: &DataFrame, name: &str, first_position: u64) -> Result<Cells> {
     let column = text_column(frame, name, first_position)?;
     let values = column.str().map_err(Error::internal)?;
-    Ok(values.iter().map(|v| v.map(str::to_owned)).collect())
+    Ok(values.iter().collect())
 }
 
 /// The text columns joined row by row, straight from the frame's strings.
@@ -926,8 +978,8 @@ fn open_jsonl(reader: Box<dyn Read + Send>, spec: &JobSpec, batch_rows: usize) -
         }
         let mut batch = RowBatch {
             first_position: next_position,
-            ids: plan.id.as_ref().map(|_| Vec::new()),
-            split_keys: plan.split_key.as_ref().map(|_| Vec::new()),
+            ids: plan.id.as_ref().map(|_| Cells::default()),
+            split_keys: plan.split_key.as_ref().map(|_| Cells::default()),
             ..RowBatch::default()
         };
         let mut line = String::new();
@@ -965,12 +1017,12 @@ fn open_jsonl(reader: Box<dyn Read + Send>, spec: &JobSpec, batch_rows: usize) -
             };
             let texts: Vec<Option<String>> = plan.text.iter().map(|c| json_field_text(object.get(c))).collect();
             batch.texts.push_joined(texts.iter().map(Option::as_deref));
-            batch.labels.push(json_field_text(object.get(&plan.label)));
+            batch.labels.push(json_field_text(object.get(&plan.label)).as_deref());
             if let (Some(ids), Some(c)) = (batch.ids.as_mut(), plan.id.as_ref()) {
-                ids.push(json_field_text(object.get(c)));
+                ids.push(json_field_text(object.get(c)).as_deref());
             }
             if let (Some(keys), Some(c)) = (batch.split_keys.as_mut(), plan.split_key.as_ref()) {
-                keys.push(json_field_text(object.get(c)));
+                keys.push(json_field_text(object.get(c)).as_deref());
             }
         }
         batch.text_bytes = batch.texts.bytes();
@@ -1021,8 +1073,8 @@ mod tests {
             let batches = read_all(CSV, "d.csv", batch_rows).unwrap();
             let texts: Vec<&str> = batches.iter().flat_map(|b| b.texts.iter()).collect();
             assert_eq!(texts, ["A multi\nline, with \"quotes\"", "B ", "C d"], "batch_rows {batch_rows}");
-            let labels: Vec<Option<String>> = batches.iter().flat_map(|b| b.labels.clone()).collect();
-            assert_eq!(labels, [Some("x".into()), Some("y".into()), None]);
+            let labels: Vec<Option<&str>> = batches.iter().flat_map(|b| b.labels.iter()).collect();
+            assert_eq!(labels, [Some("x"), Some("y"), None]);
             let positions: Vec<u64> = batches.iter().map(|b| b.first_position).collect();
             assert_eq!(positions[0], 0);
         }
@@ -1096,8 +1148,8 @@ mod tests {
         let opened = open_chunks_counting(source, &JobSpec::default(), read, Some(digest.clone()))?;
         let mut rows = Vec::new();
         opened.for_each_in_order(2, |batch| {
-            for (i, (text, label)) in batch.texts.iter().zip(&batch.labels).enumerate() {
-                rows.push((batch.first_position + i as u64, text.to_string(), label.clone()));
+            for (i, (text, label)) in batch.texts.iter().zip(batch.labels.iter()).enumerate() {
+                rows.push((batch.first_position + i as u64, text.to_string(), label.map(str::to_owned)));
             }
             Ok(())
         })?;
@@ -1163,7 +1215,7 @@ mod tests {
         let data = "{\"title\":\"a\",\"description\":null,\"tag\":\"x\"}\n\n{\"title\":\"b\",\"description\":\"c\",\"tag\":1}\n";
         let batches = read_all(data, "d.jsonl", 10).unwrap();
         assert_eq!(batches[0].texts.iter().collect::<Vec<_>>(), ["a ", "b c"]);
-        assert_eq!(batches[0].labels, [Some("x".into()), Some("1".into())]);
+        assert_eq!(batches[0].labels.iter().collect::<Vec<_>>(), [Some("x"), Some("1")]);
         let err = read_all("{\"title\":\"a\",\"description\":\"\",\"tag\":\"x\"}\n{oops\n", "d.jsonl", 10).unwrap_err();
         assert!(matches!(err, Error::BadInput { location: InputLocation { row: Some(2), .. }, .. }), "{err:?}");
     }

@@ -150,7 +150,7 @@ impl OnePass {
                 .iter()
                 .zip(batch.texts.iter())
                 .enumerate()
-                .map(|(i, (label, text))| match label.as_deref() {
+                .map(|(i, (label, text))| match label {
                     Some(label) if !label.is_empty() => unmapped.encode_row(batch.id(i), text).map(Some),
                     _ => Ok(None),
                 })
@@ -164,7 +164,7 @@ impl OnePass {
             batch.first_position = file_rows;
             file_rows += batch.len() as u64;
             if let Some(ids) = &batch.ids {
-                id_column = id_column.max(IdColumn::of_ids(ids));
+                id_column = id_column.max(IdColumn::of_ids(ids.iter()));
             }
             self.row_bytes += 2 * batch.text_bytes;
             for (i, encoded) in encoded.into_iter().enumerate() {
@@ -177,7 +177,7 @@ impl OnePass {
                     self.skipped += 1;
                     continue;
                 };
-                let label = batch.labels[i].as_deref().unwrap_or_default();
+                let label = batch.labels.get(i).unwrap_or_default();
                 let class = match self.class_of.get(label) {
                     Some(&class) => class,
                     None => {

@@ -136,7 +136,7 @@ impl FileRef<'_> {
 
     pub(super) fn row_key<'b>(&'b self, batch: &'b RowBatch, i: usize) -> RowKey<'b> {
         match &batch.split_keys {
-            Some(keys) => RowKey::Value(keys[i].as_deref().unwrap_or("")),
+            Some(keys) => RowKey::Value(keys.get(i).unwrap_or("")),
             None => RowKey::Position { file: self.key, row: batch.first_position + i as u64 },
         }
     }
@@ -305,7 +305,7 @@ fn scan_file(
         for (i, label) in batch.labels.iter().enumerate() {
             rows += 1;
             let row = batch.first_position + i as u64;
-            let tally = match label.as_deref() {
+            let tally = match label {
                 Some(label) if !label.is_empty() => match tallies.get_mut(label) {
                     Some(tally) => tally,
                     None => tallies.entry(label.to_string()).or_default(),
@@ -324,7 +324,7 @@ fn scan_file(
         }
         row_bytes += 2 * batch.text_bytes;
         if let Some(ids) = &batch.ids {
-            id_column = id_column.max(IdColumn::of_ids(ids));
+            id_column = id_column.max(IdColumn::of_ids(ids.iter()));
         }
         Ok(())
     })?;
@@ -459,7 +459,7 @@ impl SplitPlan {
                             let batch = file.parse(parser, chunk)?;
                             check_cancel(observer)?;
                             for (i, label) in batch.labels.iter().enumerate() {
-                                if let Some(class) = scan.class_of(label.as_deref()) {
+                                if let Some(class) = scan.class_of(label) {
                                     let hash = membership_hash(spec.seed, file.row_key(&batch, i));
                                     boundaries[class as usize].offer(hash, file.position(&batch, i));
                                 }
@@ -484,7 +484,7 @@ impl SplitPlan {
     /// A row's target and whether it goes to validation; `None` for a row
     /// left out (null label).
     fn side(&self, scan: &Scan, file: &FileRef<'_>, batch: &RowBatch, i: usize) -> Option<(i64, bool)> {
-        let class = scan.class_of(batch.labels[i].as_deref())?;
+        let class = scan.class_of(batch.labels.get(i))?;
         let hash = membership_hash(self.seed, file.row_key(batch, i));
         Some((i64::from(class), self.by_class[class as usize].is_validation(hash, file.position(batch, i))))
     }
@@ -830,7 +830,7 @@ fn encode_rows(
     part.rows.reserve(range.len());
     let counts = &mut part.summary.counts;
     for i in range {
-        let Some(class) = scan.class_of(batch.labels[i].as_deref()) else { continue };
+        let Some(class) = scan.class_of(batch.labels.get(i)) else { continue };
         let key = file.row_key(batch, i);
         let position = file.position(batch, i);
         let split_hash = membership_hash(spec.seed, key);
