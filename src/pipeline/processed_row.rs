@@ -65,6 +65,16 @@ impl RowContent {
         if self.text_len & WIDE_IDS != 0 { TokenIds::Wide(bytes) } else { TokenIds::Narrow(bytes) }
     }
 
+    /// Where the id starts in memory, to ask the cache for it ahead.
+    pub fn id_address(&self) -> *const u8 {
+        self.packed.as_ptr()
+    }
+
+    /// Where the text starts in memory, to ask the cache for it ahead.
+    pub fn text_address(&self) -> *const u8 {
+        self.packed[self.text_start()..].as_ptr()
+    }
+
     /// Where the token ids start in memory, to ask the cache for them ahead.
     pub fn token_ids_address(&self) -> *const u8 {
         self.packed[self.text_start() + self.text_len()..].as_ptr()
