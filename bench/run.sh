@@ -39,47 +39,59 @@ if [ -z "$input" ]; then
 fi
 input_bytes=$(stat -c %s "$input")
 
-note "stages alone and the tokenizer limit ($workers threads, median of $repeat)"
-for _ in $(seq "$repeat"); do
-  "$bin" bench-stages --input "$input" --tokenizer "$vocab" --workers "$workers" --json
-done | python3 -c 'import json, statistics, sys
-runs = {}
-for line in sys.stdin:
-    s = json.loads(line); runs.setdefault(s["stage"], []).append(s)
-for stage, all_runs in runs.items():
-    print(json.dumps({"name": stage, "rows": all_runs[0]["rows"], "seconds": statistics.median(r["seconds"] for r in all_runs),
-                      "note": all_runs[0]["note"]}))' >> "$results"
-
 # A whole job through `prepd run`: wall time and peak RSS from /usr/bin/time.
-job_run() { # name workers input runs [cpus]: the median wall time, the largest peak RSS
-  local name="$1" n="$2" file="$3" runs="${4:-1}" walls="" rss_max=0 pin=()
-  [ -n "${5:-}" ] && pin=(taskset -c "$5")
-  note "prepd run: $name (median of $runs)"
-  for _ in $(seq "$runs"); do
-    rm -rf "$work/out" "$work/data"
-    /usr/bin/time -f "%e %M" -o "$work/time" env PREPD_WORKERS="$n" PREPD_DATA_DIR="$work/data" \
-      "${pin[@]}" "$bin" run --input "$file" --out "$work/out" --tokenizer "$vocab" 2> "$work/run.log"
-    read -r wall rss_kb < "$work/time"
-    walls="$walls $wall"
-    [ "$rss_kb" -gt "$rss_max" ] && rss_max="$rss_kb"
-    sed -n 's/^prepd: stages: //p' "$work/run.log" >> "$work/stages.log"
-  done
-  python3 - "$name" "$work/out/manifest.json" "$rss_max" "$(stat -c %s "$file")" "$work/stages.log" $walls <<'PY' >> "$results"
+# Each run adds its figures to the job's files; job_result reports them.
+job_once() { # name workers input [cpus]
+  local n="$2" file="$3" pin=() key
+  key="$(echo "$1" | tr -c 'a-z0-9' _)"
+  [ -n "${4:-}" ] && pin=(taskset -c "$4")
+  rm -rf "$work/out" "$work/data"
+  /usr/bin/time -f "%e %M" -o "$work/time" env PREPD_WORKERS="$n" PREPD_DATA_DIR="$work/data" \
+    "${pin[@]}" "$bin" run --input "$file" --out "$work/out" --tokenizer "$vocab" 2> "$work/run.log"
+  cat "$work/time" >> "$work/$key.times"
+  sed -n 's/^prepd: stages: //p' "$work/run.log" >> "$work/$key.stages"
+}
+job_result() { # name input: the median wall time, the largest peak RSS
+  local key
+  key="$(echo "$1" | tr -c 'a-z0-9' _)"
+  python3 - "$1" "$work/out/manifest.json" "$(stat -c %s "$2")" "$work/$key.times" "$work/$key.stages" <<'PY' >> "$results"
 import json, statistics, sys
-name, manifest, rss_kb, input_bytes, stages_log, *walls = sys.argv[1:]
+name, manifest, input_bytes, times, stages = sys.argv[1:]
 rows = json.load(open(manifest))["rows"]
-walls = [float(w) for w in walls]
-stages = open(stages_log).read().splitlines()
+runs = [line.split() for line in open(times).read().splitlines()]
+walls = [float(wall) for wall, _ in runs]
+rss_kb = max(int(rss) for _, rss in runs)
+stages = open(stages).read().splitlines()
 median = statistics.median(walls)
 note = stages[walls.index(sorted(walls)[len(walls) // 2])]
 if len(walls) > 1:
     note += "; runs: " + ", ".join(f"{w:.2f} s" for w in walls)
 print(json.dumps({"name": name, "rows": rows["train"] + rows["validation"], "seconds": median,
-                  "peak_rss_mb": int(rss_kb) // 1024, "input_bytes": int(input_bytes), "note": note}))
+                  "peak_rss_mb": rss_kb // 1024, "input_bytes": int(input_bytes), "note": note}))
 PY
-  rm -f "$work/stages.log"
 }
-job_run "prepd run" "$workers" "$input" "$repeat"
+job_run() { # name workers input runs [cpus]
+  note "prepd run: $1 (median of ${4:-1})"
+  for _ in $(seq "${4:-1}"); do job_once "$1" "$2" "$3" "${5:-}"; done
+  job_result "$1" "$3"
+}
+
+# The tokenizer limit and the whole job are compared as a ratio: on a shared
+# machine whose load drifts, each round measures both, one after the other,
+# so that their medians come from the same minutes.
+note "stages alone, the tokenizer limit and prepd run, in turn ($workers threads, median of $repeat)"
+for _ in $(seq "$repeat"); do
+  "$bin" bench-stages --input "$input" --tokenizer "$vocab" --workers "$workers" --json >> "$work/stages.jsonl"
+  job_once "prepd run" "$workers" "$input"
+done
+python3 -c 'import json, statistics, sys
+runs = {}
+for line in sys.stdin:
+    s = json.loads(line); runs.setdefault(s["stage"], []).append(s)
+for stage, all_runs in runs.items():
+    print(json.dumps({"name": stage, "rows": all_runs[0]["rows"], "seconds": statistics.median(r["seconds"] for r in all_runs),
+                      "note": all_runs[0]["note"]}))' < "$work/stages.jsonl" >> "$results"
+job_result "prepd run" "$input"
 if [ "$workers" -gt 1 ]; then
   job_run "prepd run, 1 worker" 1 "$input" "$repeat"
   # One worker leaves the other cores to the reading thread; pinned to one
