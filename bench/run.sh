@@ -13,8 +13,9 @@
 #
 #   bench/run.sh [N=1000000]
 #   env: PREPD_BENCH_INPUT=file.csv  WORKERS=cores  SCALE=10 (0: skip)
-#        REPEAT=3 (prepd's in-process stages and `prepd run` at N: the median
-#        of this many runs, the machine being shared and noisy)
+#        REPEAT=3 (prepd's in-process stages and `prepd run` at N, taken in
+#        turn: the median of this many rounds, the machine being shared and
+#        noisy)
 #        PEERS="course hf" ("" skips them)  PEER_VENV=~/.cache/prepd-bench-venv
 #        RESULTS=file.jsonl (keep the raw figures)
 set -euo pipefail
