@@ -74,33 +74,31 @@ impl RowBatch {
 /// made on a worker and freed on the thread that takes the rows in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cells {
-    bytes: String,
-    /// Where each value ends in `bytes`, and whether it is there at all.
-    ends: Vec<(usize, bool)>,
+    /// The values, a null one as empty: a joined text of one field.
+    values: JoinedTexts,
+    present: Vec<bool>,
 }
 
 impl Cells {
     pub fn push(&mut self, value: Option<&str>) {
-        self.bytes.push_str(value.unwrap_or_default());
-        self.ends.push((self.bytes.len(), value.is_some()));
+        self.values.push_joined(std::iter::once(value));
+        self.present.push(value.is_some());
     }
 
     pub fn get(&self, row: usize) -> Option<&str> {
-        let start = if row == 0 { 0 } else { self.ends[row - 1].0 };
-        let (end, present) = self.ends[row];
-        present.then(|| &self.bytes[start..end])
+        self.present[row].then(|| self.values.get(row))
     }
 
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Option<&str>> + '_ {
-        (0..self.ends.len()).map(|row| self.get(row))
+        (0..self.present.len()).map(|row| self.get(row))
     }
 
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.present.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.present.is_empty()
     }
 }
 
@@ -329,7 +327,7 @@ enum RawBody {
         records_before: u64,
     },
     /// Formats whose reader yields rows directly.
-    Parsed(RowBatch),
+    Parsed(Box<RowBatch>),
 }
 
 /// What a chunk needs to become rows; cheap to share between threads.
@@ -384,7 +382,7 @@ impl ChunkParser {
         match (chunk.body, &self.csv) {
             (RawBody::Parsed(mut batch), _) => {
                 batch.first_position = first_position;
-                Ok(batch)
+                Ok(*batch)
             }
             (RawBody::Csv { bytes, records_before }, Some(layout)) => {
                 parse_csv_chunk(layout, bytes, records_before, first_position, self.without_texts)
@@ -408,7 +406,7 @@ impl ChunkedInput {
         let chunks = opened
             .batches
             .enumerate()
-            .map(|(index, batch)| batch.map(|batch| RawChunk { index, body: RawBody::Parsed(batch) }));
+            .map(|(index, batch)| batch.map(|batch| RawChunk { index, body: RawBody::Parsed(Box::new(batch)) }));
         Self {
             columns: opened.columns,
             chunks: Box::new(chunks),
@@ -1066,6 +1064,13 @@ mod tests {
     }
 
     const CSV: &str = "id,title,description,tag\n1,A,\"multi\nline, with \"\"quotes\"\"\",x\n2,B,,y\n3,C,d,\n";
+
+    #[test]
+    fn cells_keep_empty_values_apart_from_nulls() {
+        let cells: Cells = [Some(""), None, Some("a b"), None, Some("c")].into_iter().collect();
+        assert_eq!(cells.len(), 5);
+        assert_eq!(cells.iter().collect::<Vec<_>>(), [Some(""), None, Some("a b"), None, Some("c")]);
+    }
 
     #[test]
     fn csv_with_quoted_newlines_reads_at_any_batch_size() {
