@@ -110,7 +110,7 @@ pub fn run(args: &BenchArgs) -> Result<Vec<StageFigure>> {
     // Read: one parse of the file, as the scan does it (chunks parsed on the workers, rows taken in order).
     let started = Instant::now();
     let (mut texts, mut labels, mut ids) = (Vec::new(), Vec::new(), Vec::new());
-    ingest::open_chunks(&source, &spec, args.common.read_settings())?.for_each_in_order(workers, |batch| {
+    ingest::open_chunks(&source, &spec, args.common.read_settings())?.for_each_in_order(&pool, |batch| {
         texts.extend(batch.texts.iter().map(String::from));
         labels.extend(batch.labels.iter().map(|l| l.map(str::to_owned)));
         ids.extend(batch.ids.iter().flat_map(|ids| ids.iter().map(|id| id.map(str::to_owned))));

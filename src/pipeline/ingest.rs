@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use super::compression::{Compression, DecompressionLimits, decompress};
 use super::csv_fields;
 use super::csv_records::for_each_record_end;
-use super::in_order::map_in_order;
+use super::in_order::{chunks_in_flight, map_in_order};
 use super::spec::{InputFormat, JobSpec};
 use crate::error::{Error, InputLocation, Result};
 
@@ -438,21 +438,22 @@ impl ChunkedInput {
         Box::new(batches)
     }
 
-    /// Parses up to `threads` chunks at once, each on a thread of its own,
-    /// and hands the batches to `consume` in input order, numbered as one
-    /// thread would number them. An error (reading, parsing or consuming)
-    /// is the first in input order. Answers the rows of each chunk.
+    /// Parses chunks on the threads of `pool` and hands the batches to
+    /// `consume` in input order, numbered as one thread would number them.
+    /// An error (reading, parsing or consuming) is the first in input
+    /// order. Answers the rows of each chunk.
     pub fn for_each_in_order(
         self,
-        threads: usize,
-        mut consume: impl FnMut(RowBatch) -> Result<()>,
+        pool: &rayon::ThreadPool,
+        mut consume: impl FnMut(RowBatch) -> Result<()> + Send,
     ) -> Result<Vec<u64>> {
         let Self { chunks, parser, .. } = self;
         let mut chunk_rows = Vec::new();
         let mut next_position = 0u64;
         map_in_order(
+            pool,
             chunks,
-            threads,
+            chunks_in_flight(pool),
             |chunk| parser.parse(chunk, 0),
             |mut batch| {
                 batch.first_position = next_position;
@@ -1088,8 +1089,9 @@ mod tests {
     fn read_in_parallel(data: &str, batch_rows: usize, threads: usize) -> Result<(Vec<RowBatch>, Vec<u64>)> {
         let source = Bytes(data.as_bytes().to_vec(), "d.csv");
         let read = ReadSettings::new(batch_rows, DecompressionLimits::default());
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         let mut batches = Vec::new();
-        let chunk_rows = open_chunks(&source, &JobSpec::default(), read)?.for_each_in_order(threads, |batch| {
+        let chunk_rows = open_chunks(&source, &JobSpec::default(), read)?.for_each_in_order(&pool, |batch| {
             batches.push(batch);
             Ok(())
         })?;
@@ -1152,7 +1154,8 @@ mod tests {
         let read = ReadSettings::new(batch_rows, DecompressionLimits::default());
         let opened = open_chunks_counting(source, &JobSpec::default(), read, Some(digest.clone()))?;
         let mut rows = Vec::new();
-        opened.for_each_in_order(2, |batch| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        opened.for_each_in_order(&pool, |batch| {
             for (i, (text, label)) in batch.texts.iter().zip(batch.labels.iter()).enumerate() {
                 rows.push((batch.first_position + i as u64, text.to_string(), label.map(str::to_owned)));
             }

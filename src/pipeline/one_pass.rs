@@ -8,7 +8,7 @@ use ahash::AHashMap;
 use rayon::prelude::*;
 
 use super::artifacts::*;
-use super::in_order::map_in_order_on_pool;
+use super::in_order::{chunks_in_flight, map_in_order};
 use super::ingest::{self, RawChunk, RowBatch};
 use super::partitions::{FinishedRows, PartitionCounts};
 use super::preprocessor::{EncodedRow, FittedPreprocessor};
@@ -133,7 +133,6 @@ impl OnePass {
         observer: &dyn JobObserver,
         pool: &rayon::ThreadPool,
     ) -> Result<bool> {
-        let threads = pool.current_num_threads();
         let (format, compression) = InputFormat::resolve(spec.format, file.source.name())?;
         let file_checksum = Checksum::begin(format, compression, file.source, observer)?;
         let opened = ingest::open_chunks_counting(file.source, spec, settings.read, file_checksum.digest())?;
@@ -157,9 +156,7 @@ impl OnePass {
                 .collect::<Result<_>>()?;
             Ok((batch, encoded))
         };
-        // Chunks in flight beyond the workers keep them busy while this
-        // thread, which shares the cores, catches up with the rows in order.
-        let read = map_in_order_on_pool(pool, opened.chunks, 4 * threads, encode, |(mut batch, encoded)| {
+        let read = map_in_order(pool, opened.chunks, chunks_in_flight(pool), encode, |(mut batch, encoded)| {
             check_cancel(observer)?;
             batch.first_position = file_rows;
             file_rows += batch.len() as u64;

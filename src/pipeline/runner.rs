@@ -286,6 +286,7 @@ fn scan_file(
     file: &FileRef<'_>,
     settings: &RunSettings,
     observer: &dyn JobObserver,
+    pool: &rayon::ThreadPool,
     tallies: &mut AHashMap<String, ClassTally>,
 ) -> Result<FileFacts> {
     let (format, compression) = InputFormat::resolve(spec.format, file.source.name())?;
@@ -300,7 +301,7 @@ fn scan_file(
     let mut id_column = if opened.columns.id.is_some() { IdColumn::Integer } else { IdColumn::Absent };
     // Rows are tallied in order (a row's key is its position); the parsing
     // before it, the expensive part, runs on as many threads as the pool has.
-    let chunk_rows = opened.for_each_in_order(rayon::current_num_threads(), |batch| {
+    let chunk_rows = opened.for_each_in_order(pool, |batch| {
         check_cancel(observer)?;
         for (i, label) in batch.labels.iter().enumerate() {
             rows += 1;
@@ -348,7 +349,8 @@ fn scan(
             .par_iter()
             .map(|file| {
                 let mut tallies = AHashMap::new();
-                let facts = scan_file(spec, file, settings, observer, &mut tallies).map_err(|e| file.locate(e))?;
+                let facts =
+                    scan_file(spec, file, settings, observer, pool, &mut tallies).map_err(|e| file.locate(e))?;
                 let mut merged = merged.lock().unwrap();
                 for (label, tally) in tallies {
                     merged.entry(label).or_default().merge(&tally);
@@ -633,9 +635,8 @@ pub(super) fn split_and_write(
 
     observer.stage(Stage::Write);
     check_cancel(observer)?;
-    let threads = pool.current_num_threads();
     let outcome =
-        pool.install(|| write_stage::write(spec, scan, plan, preprocessor, kept, partitions, counts, sink, threads))?;
+        pool.install(|| write_stage::write(spec, scan, plan, preprocessor, kept, partitions, counts, sink, pool))?;
     observer.stage(Stage::Done);
     Ok(outcome)
 }

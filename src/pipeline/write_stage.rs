@@ -29,7 +29,7 @@ pub(super) fn write(
     partitions: Partitioning,
     counts: PartitionCounts,
     sink: &dyn ArtifactSink,
-    threads: usize,
+    pool: &rayon::ThreadPool,
 ) -> Result<JobOutcome> {
     let planned = plan.counts();
     let rows =
@@ -54,7 +54,8 @@ pub(super) fn write(
         OrderedRows::Streamed(rows) => {
             let mut shards = ShardCutter::new(rows, &plan, rows_per_part);
             let encode = |shard: Shard| EncodedPart::encode(shard.name, shard.side, &shard.rows, id_column);
-            map_in_order(&mut shards, threads, encode, store)?;
+            // A part at a time per worker: parts are large.
+            map_in_order(pool, &mut shards, pool.current_num_threads(), encode, store)?;
             (shards.routed, shards.tokens)
         }
     };
@@ -156,13 +157,14 @@ fn encode_parts_at_once(
     Ok((encoded, routed, tokens))
 }
 
-/// Frees a job's rows off the job's path: a million rows' strings take a
-/// thread a tenth of a second, which the job need not wait for (and
-/// `prepd run`, which exits once its artifacts are written, never does).
-/// Without a thread to spare, they are freed here.
+/// Frees a job's rows off the job's path: a million rows take a thread
+/// a tenth of a second, which the job need not wait for (and `prepd run`,
+/// which exits once its artifacts are written, never does). A task of the
+/// job's pool, which this runs on, so that the pool stays the job's only
+/// CPU: a worker with nothing else to do takes it at once, otherwise it
+/// runs when this thread is next free.
 fn free_in_background(rows: Vec<ProcessedRow>) {
-    // On failure the closure, and the rows with it, are dropped at once.
-    let _ = std::thread::Builder::new().name("prepd-free-rows".into()).spawn(move || drop(rows));
+    rayon::spawn(move || drop(rows));
 }
 
 /// The `n`th Parquet part of a side, from 0.
