@@ -26,3 +26,18 @@ pub mod tokenize;
 mod unicode_tables;
 pub mod wordpiece_trainer;
 mod write_stage;
+
+/// Asks for the cache line at `data` ahead of its use, for scans whose
+/// next reads the hardware cannot guess (scattered rows) or guesses late
+/// (the start of every page).
+#[inline]
+fn prefetch<T>(data: *const T) {
+    // SAFETY: a prefetch only hints the cache; it reads nothing and cannot
+    // fault, whatever the address. SSE is part of every x86_64 target.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(data.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}

@@ -24,6 +24,7 @@ use polars_parquet::write::{
 };
 
 use super::artifacts::IdColumn;
+use super::prefetch;
 use super::processed_row::{ProcessedRow, RowContent, TokenIds};
 use crate::error::{Error, Result};
 
@@ -302,18 +303,6 @@ fn asking_ahead<R: Borrow<ProcessedRow>>(
         }
         row.borrow()
     })
-}
-
-#[inline]
-fn prefetch<T>(data: *const T) {
-    // SAFETY: a prefetch only hints the cache; it reads nothing and cannot
-    // fault, whatever the address. SSE is part of every x86_64 target.
-    #[cfg(target_arch = "x86_64")]
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(data.cast())
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
 }
 
 /// Levels in a v1 page are prefixed by their length in bytes (4, LE).
