@@ -413,3 +413,45 @@ async fn a_job_read_once_writes_what_a_job_read_twice_does() {
     twice.stop().await;
     once.stop().await;
 }
+
+/// Jobs running at once on a pool of one worker. Each job's in-order loop
+/// (cutting chunks, numbering rows) runs on the pool's thread and runs its
+/// own chunks while it waits, so jobs must neither wait on each other for
+/// good nor mix their rows: the small jobs read their input once, the large
+/// ones twice (spilled), and each writes what it writes alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_at_once_on_one_worker_finish_as_alone() {
+    let server = TestServer::start_with(|c| {
+        c.common.workers = 1;
+        c.concurrent_jobs = 4;
+        // 300 rows are some 55 KB of CSV and fit; 3,000 rows' 550 KB
+        // file is larger than the budget, so those jobs read it twice.
+        c.common.in_memory_bytes = 512 << 10;
+    })
+    .await;
+    let small = data::course_rows(300, 21);
+    let large = data::course_rows(3_000, 22);
+    let alone = [
+        server.run_job("s.csv", data::to_csv(&small).into_bytes(), None, Some(data::vocab())).await,
+        server.run_job("l.csv", data::to_csv(&large).into_bytes(), None, Some(data::vocab())).await,
+    ];
+    let together = tokio::join!(
+        server.run_job("s.csv", data::to_csv(&small).into_bytes(), None, Some(data::vocab())),
+        server.run_job("l.csv", data::to_csv(&large).into_bytes(), None, Some(data::vocab())),
+        server.run_job("s.jsonl", data::to_jsonl(&small).into_bytes(), None, Some(data::vocab())),
+        server.run_job("l.jsonl", data::to_jsonl(&large).into_bytes(), None, Some(data::vocab())),
+    );
+    let together = [together.0, together.1, together.2, together.3];
+    for job in alone.iter().chain(&together) {
+        assert_eq!(job["status"], "succeeded", "{job}");
+    }
+    for (n, job) in together.iter().enumerate() {
+        let first = &alone[n % 2];
+        for name in ["train/part-00000.parquet", "val/part-00000.parquet"] {
+            let expected = server.artifact(first["id"].as_str().unwrap(), name).await;
+            let written = server.artifact(job["id"].as_str().unwrap(), name).await;
+            assert!(expected == written, "{name} of job {n} differs from the job run alone");
+        }
+    }
+    server.stop().await;
+}
