@@ -4,8 +4,9 @@
 #   2. the tokenizers crate's BERT pipeline on the same cleaned texts, same
 #      vocab, same threads, in process: the tokenizer limit;
 #   3. each prepd stage alone (prepd bench-stages), whole jobs through
-#      `prepd run` (with all workers and with one; and at SCALE x N rows for
-#      peak RSS) and through the HTTP service (upload, job, artifacts);
+#      `prepd run` (with all workers and with one, in turn with the limit;
+#      and at SCALE x N rows for peak RSS) and through the HTTP service
+#      (upload, job, artifacts);
 #   4. the Python peers on the same file (bench/peers.py): the course's
 #      pandas + Ray Data + BertTokenizer pipeline and Hugging Face
 #      datasets.map with BertTokenizerFast, in a virtualenv made here;
@@ -77,13 +78,23 @@ job_run() { # name workers input runs [cpus]
   job_result "$1" "$3"
 }
 
-# The tokenizer limit and the whole job are compared as a ratio: on a shared
-# machine whose load drifts, each round measures both, one after the other,
-# so that their medians come from the same minutes.
-note "stages alone, the tokenizer limit and prepd run, in turn ($workers threads, median of $repeat)"
+# The tokenizer limit and the whole job are compared as a ratio, and so are
+# the job with all workers and with one: on a shared machine whose load
+# drifts, each round measures them all, one after the other, so that their
+# medians come from the same minutes. A job's CPU is its pool's threads, so
+# one worker is one core: pinned to one core, the job should take the same
+# time (a check that it does).
+one_worker="" pinned=""
+if [ "$workers" -gt 1 ]; then
+  one_worker=1
+  if command -v taskset > /dev/null; then pinned=1; fi
+fi
+note "stages alone, the tokenizer limit and prepd run${one_worker:+ (all workers, then one)}, in turn ($workers threads, median of $repeat)"
 for _ in $(seq "$repeat"); do
   "$bin" bench-stages --input "$input" --tokenizer "$vocab" --workers "$workers" --json >> "$work/stages.jsonl"
   job_once "prepd run" "$workers" "$input"
+  if [ -n "$one_worker" ]; then job_once "prepd run, 1 worker" 1 "$input"; fi
+  if [ -n "$pinned" ]; then job_once "prepd run, 1 worker on 1 core" 1 "$input" 0; fi
 done
 python3 -c 'import json, statistics, sys
 runs = {}
@@ -93,12 +104,8 @@ for stage, all_runs in runs.items():
     print(json.dumps({"name": stage, "rows": all_runs[0]["rows"], "seconds": statistics.median(r["seconds"] for r in all_runs),
                       "note": all_runs[0]["note"]}))' < "$work/stages.jsonl" >> "$results"
 job_result "prepd run" "$input"
-if [ "$workers" -gt 1 ]; then
-  job_run "prepd run, 1 worker" 1 "$input" "$repeat"
-  # A job's CPU is its pool's threads, so one worker is one core: pinned to
-  # one core, the job should take the same time (a check that it does).
-  command -v taskset > /dev/null && job_run "prepd run, 1 worker on 1 core" 1 "$input" "$repeat" 0
-fi
+if [ -n "$one_worker" ]; then job_result "prepd run, 1 worker" "$input"; fi
+if [ -n "$pinned" ]; then job_result "prepd run, 1 worker on 1 core" "$input"; fi
 
 if [ "$scale" -gt 0 ] && [ -z "${PREPD_BENCH_INPUT:-}" ]; then
   python3 "$here/bench/make_dataset.py" --rows "$((rows * scale))" --out "$work/scaled.csv" >&2
