@@ -34,7 +34,7 @@ pub fn map_in_order<T: Send, U: Send>(
                 scope.spawn_fifo(move |_| drop(done.send(work(item))));
                 result
             };
-            in_order(items, window, start, |result| wait_helping(&result), consume)
+            in_order(items, window, start, consume)
         })
     })
 }
@@ -67,11 +67,10 @@ fn wait_helping<U>(result: &Receiver<Result<U>>) -> Result<Result<U>> {
 
 /// The window: up to `window` items started, the oldest awaited and
 /// consumed, then the next started; an item's error is taken in its turn.
-fn in_order<T, U, R>(
+fn in_order<T, U>(
     mut items: impl Iterator<Item = Result<T>>,
     window: usize,
-    mut start: impl FnMut(T) -> R,
-    mut wait: impl FnMut(R) -> Result<Result<U>>,
+    mut start: impl FnMut(T) -> Receiver<Result<U>>,
     mut consume: impl FnMut(U) -> Result<()>,
 ) -> Result<()> {
     let mut in_flight = VecDeque::new();
@@ -88,7 +87,7 @@ fn in_order<T, U, R>(
             }
         }
         let Some(next) = in_flight.pop_front() else { return Ok(()) };
-        consume(wait(next?)??)?;
+        consume(wait_helping(&next?)??)?;
     }
 }
 
