@@ -72,9 +72,9 @@ print(json.dumps({"name": name, "rows": rows["train"] + rows["validation"], "sec
                   "peak_rss_mb": rss_kb // 1024, "input_bytes": int(input_bytes), "note": note}))
 PY
 }
-job_run() { # name workers input runs [cpus]
-  note "prepd run: $1 (median of ${4:-1})"
-  for _ in $(seq "${4:-1}"); do job_once "$1" "$2" "$3" "${5:-}"; done
+job_run() { # name workers input: one run, reported
+  note "prepd run: $1"
+  job_once "$1" "$2" "$3"
   job_result "$1" "$3"
 }
 
